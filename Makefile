@@ -1,0 +1,78 @@
+# Thin targets: the logic lives in tools/, tasks/ and the test suites.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.PHONY: help host-deps venv artifact sandbox deploy up down ssh tunnel lint test-app \
+	test-scripts test-alerts idempotence verify drills test bench
+
+VENV := .venv
+BIN := $(VENV)/bin
+INVENTORY ?= inventories/local.py
+ARCHS ?= x86_64 aarch64
+PYTEST := $(BIN)/pytest -p no:cacheprovider
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+host-deps: ## Install the control machine's Debian packages (PostgreSQL 15, promtool, Docker...)
+	@tools/host_deps.sh
+
+venv: $(VENV)/.stamp ## Create the tooling venv (.venv) with the app installed editable
+$(VENV)/.stamp: pyproject.toml app/pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install --python $(BIN)/python -q -r pyproject.toml -e ./app
+	touch $@
+
+artifact: venv ## Build the app artifact: wheel, wheelhouses, manifest (build/artifact)
+	$(BIN)/python tools/build_artifact.py $(addprefix --arch ,$(ARCHS))
+
+sandbox: venv host-deps ## Create the local VM techno-os-vm (SSH on 127.0.0.1:2222)
+	$(BIN)/python tools/sandbox.py up
+
+deploy: venv artifact ## Deploy to INVENTORY (default: the local VM)
+	$(BIN)/pyinfra -y $(INVENTORY) deploy.py
+
+up: host-deps venv artifact sandbox deploy ## Fresh machine -> healthy stack in the local VM
+	@touch /tmp/techno-os-sandbox-ready
+
+down: venv ## Destroy the local VM and its volumes
+	$(BIN)/python tools/sandbox.py down
+
+ssh: venv ## Open a root shell in the local VM
+	$(BIN)/python tools/sandbox.py ssh
+
+tunnel: venv ## Forward the VM's loopback API (8000) and Prometheus (9090) here
+	$(BIN)/python tools/sandbox.py tunnel
+
+lint: venv host-deps ## ruff, mypy and shellcheck
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app/src/techno_os_api
+	shellcheck files/scripts/*.sh files/images/*/*.sh tools/*.sh .ci/run
+
+test-app: venv host-deps ## App tests: real PostgreSQL, loopback provider stand-ins
+	$(PYTEST) tests/app
+
+test-scripts: venv host-deps ## Backup/restore scripts and the DB image against the local Docker
+	$(BIN)/python tools/sandbox.py engine
+	$(PYTEST) tests/scripts
+
+test-alerts: venv host-deps ## promtool check config/rules and rule unit tests
+	$(PYTEST) tests/alerts
+
+idempotence: venv ## A second deploy of an unchanged tree must change nothing
+	$(BIN)/python tools/check_idempotence.py $(INVENTORY)
+
+verify: venv ## Read-only runbook checks against INVENTORY (safe on production)
+	@mkdir -p reports
+	INVENTORY=$(INVENTORY) $(PYTEST) tests/infra -m readonly --junitxml=reports/infra-readonly.xml
+
+drills: venv ## State-changing drills (refused unless the inventory is disposable)
+	@mkdir -p reports
+	INVENTORY=$(INVENTORY) $(PYTEST) tests/infra -m drill --junitxml=reports/infra-drills.xml
+
+test: lint test-app test-alerts test-scripts up idempotence verify drills ## Everything CI runs
+
+bench: venv ## Benchmarks (figures go to docs/benchmarks.md)
+	$(BIN)/python bench/bench_gateway.py
+	$(BIN)/python bench/bench_deploy.py

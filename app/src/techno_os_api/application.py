@@ -1,0 +1,105 @@
+"""The application factory: builds the services from the settings and wires the routes.
+
+`create_app()` reads the environment; tests pass their own settings, clock, engine or HTTP client
+(all real objects). Building the app connects to nothing, so it starts without a database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from techno_os_api import __version__
+from techno_os_api.api import errors
+from techno_os_api.api.deps import Services
+from techno_os_api.api.main import api_router
+from techno_os_api.core.config import ALLOWLIST_ENV, Settings, load_settings
+from techno_os_api.db.engine import create_engine
+from techno_os_api.db.preferences import PreferencesRepository
+from techno_os_api.llm.breaker import Clock
+from techno_os_api.llm.gateway import LLMGateway
+from techno_os_api.llm.metrics import Metrics
+from techno_os_api.llm.providers import build_providers
+
+log = logging.getLogger("techno_os_api")
+
+
+def build_services(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    engine: AsyncEngine | None = None,
+    http_client: httpx.AsyncClient | None = None,
+) -> Services:
+    metrics = Metrics(__version__, settings.veritta_llm_allowed_providers)
+    client = http_client or httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.llm_timeout_seconds),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        headers={"User-Agent": f"techno-os-api/{__version__}"},
+    )
+    providers = build_providers(settings, client)
+    gateway = (
+        LLMGateway(settings, providers, metrics, clock)
+        if clock is not None
+        else LLMGateway(settings, providers, metrics)
+    )
+    engine = engine or create_engine(settings)
+    return Services(
+        settings=settings,
+        metrics=metrics,
+        gateway=gateway,
+        engine=engine,
+        preferences=PreferencesRepository(engine),
+        http_client=client,
+    )
+
+
+def _log_configuration(services: Services) -> None:
+    settings = services.settings
+    if not settings.veritta_llm_allowed_providers:
+        log.warning("%s is unset or empty: every LLM call will be refused", ALLOWLIST_ENV)
+    for status in services.gateway.statuses():
+        if status.allowed and not status.usable:
+            log.warning("provider %s is allowed but has no API key: it is refused", status.name)
+    log.info(
+        "techno-os-api %s: default provider %s, allowed providers: %s",
+        __version__,
+        settings.llm_provider,
+        ", ".join(settings.veritta_llm_allowed_providers) or "none",
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    engine: AsyncEngine | None = None,
+    http_client: httpx.AsyncClient | None = None,
+) -> FastAPI:
+    settings = settings or load_settings()
+    services = build_services(settings, clock=clock, engine=engine, http_client=http_client)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _log_configuration(services)
+        try:
+            yield
+        finally:
+            await services.http_client.aclose()
+            await services.engine.dispose()
+
+    app = FastAPI(
+        title="Techno OS API",
+        version=__version__,
+        summary="LLM gateway with a fail-closed allowlist, circuit breakers and metrics",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    errors.install(app)
+    app.include_router(api_router)
+    return app

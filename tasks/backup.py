@@ -1,0 +1,31 @@
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import crontab, files
+
+SCRIPTS = ["backup_observability.sh", "restore_observability.sh"]
+
+
+@deploy("Backup script, restore script and the daily cron line")
+def backup_and_cron() -> None:
+    for script in SCRIPTS:
+        files.put(
+            name=f"Install {host.data.scripts_dir}/{script} (root, 0750)",
+            src=f"files/scripts/{script}",
+            dest=f"{host.data.scripts_dir}/{script}",
+            user="root",
+            group="root",
+            mode="0750",
+        )
+    files.file(name=f"Backup log {host.data.backup_log} (root, 0640)", path=host.data.backup_log,
+               user="root", group="root", mode="0640")
+    minute, hour, day_of_month, month, day_of_week = host.data.backup_cron_schedule.split()
+    crontab.crontab(
+        name=f"Cron: {host.data.backup_cron_schedule} backup_observability.sh",
+        command=f"{host.data.scripts_dir}/backup_observability.sh >> {host.data.backup_log} 2>&1",
+        user="root",
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month=month,
+        day_of_week=day_of_week,
+    )

@@ -1,0 +1,51 @@
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+STAGED = "/etc/prometheus/staged"
+
+
+@deploy("Prometheus standalone, on loopback, config validated before reload")
+def standalone_prometheus() -> None:
+    # Written before the package is installed, so its first start already listens on loopback
+    # only (dpkg keeps an existing conffile: pyinfra passes --force-confold).
+    defaults = files.template(
+        name="Prometheus listens on loopback only (/etc/default/prometheus)",
+        src="templates/prometheus.default.j2",
+        dest="/etc/default/prometheus",
+        mode="0644",
+    )
+    apt.packages(name="Install Prometheus (Debian)", packages=["prometheus"],
+                 no_recommends=True)
+
+    # Staged, checked by promtool on the host, then installed: a bad config never reaches the
+    # running Prometheus. Rule files are relative to the config (rules/*.yml).
+    staged = [
+        files.put(name="Stage prometheus.yml", src="files/prometheus.yml",
+                  dest=f"{STAGED}/prometheus.yml", mode="0644"),
+        files.sync(name="Stage the alert rules", src="files/prometheus",
+                   dest=f"{STAGED}/rules", mode="0644", dir_mode="0755", delete=True),
+    ]
+    installed = server.shell(
+        name="Check the staged config with promtool and install it",
+        commands=[
+            f"promtool check config {STAGED}/prometheus.yml",
+            f"rm -rf /etc/prometheus/rules.new && cp -a {STAGED}/rules /etc/prometheus/rules.new",
+            "rm -rf /etc/prometheus/rules && mv /etc/prometheus/rules.new /etc/prometheus/rules",
+            f"install -m 0644 {STAGED}/prometheus.yml /etc/prometheus/prometheus.yml",
+        ],
+        _if=any_changed(*staged),
+    )
+    systemd.service(
+        name="Keep Prometheus enabled and running; restart on new listen flags",
+        service="prometheus",
+        running=True,
+        enabled=True,
+        restarted=defaults.will_change,
+    )
+    server.shell(
+        name="Reload Prometheus after a config change",
+        # reload-or-restart: also recovers a Prometheus that an earlier bad config had stopped.
+        commands=["systemctl reload-or-restart prometheus"],
+        _if=installed.did_change,
+    )

@@ -1,0 +1,170 @@
+"""The runbook as testinfra suites: hosts from the pyinfra inventory, the drill guard, and the
+one-screen summary that maps each runbook section to pass/fail.
+
+    INVENTORY=inventories/prod.py pytest tests/infra -m readonly   # nightly, production
+    pytest tests/infra -m drill                                    # sandbox only
+
+Hosts: the inventory module named by $INVENTORY (default inventories/local.py), loaded with
+pyinfra's own loader, so host data, group_data/<group>.py and group_data/all.py merge exactly as
+for the deploy. Each host becomes a testinfra `ssh://` host with the inventory's key, port, user and
+known-hosts file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from ._support import (
+    REPO,
+    Target,
+    hostspec,
+    inventory_path,
+    load_inventory,
+    ssh_options,
+)
+
+# Runbook section of each module, in the runbook's order, for the summary.
+SECTIONS = {
+    "test_health.py": "Verificação de health (API, PostgreSQL)",
+    "test_prometheus.py": "Prometheus (standalone)",
+    "test_metrics.py": "Métricas LLM e queries PromQL",
+    "test_circuit_breaker.py": "Diagnóstico circuit breaker [drill]",
+    "test_backup_restore.py": "Backup e restore",
+    "test_cron_and_env.py": "Configurar cron; variáveis env obrigatórias",
+    "test_exposure.py": "Exposição: portas só em loopback",
+    "test_breakage.py": "Os checks falham quando algo quebra [drill]",
+    "test_standin.py": "Stand-in do provider (self-test, local)",
+}
+
+_control_dir = tempfile.mkdtemp(prefix="tinfra-")
+_outcomes: dict[str, str] = {}
+_sections: dict[str, str] = {}
+_targets: list[Target] = []
+
+
+def _hosts():
+    try:
+        return load_inventory()
+    except Exception as exc:  # a broken inventory is a usage error, said plainly
+        pytest.exit(f"cannot load the inventory {inventory_path()}: {exc}", returncode=4)
+
+
+# --- hosts -------------------------------------------------------------------------------------
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" in metafunc.fixturenames:
+        hosts = _hosts()
+        metafunc.parametrize(
+            "target", hosts, ids=[h.name for h in hosts], indirect=True, scope="session"
+        )
+
+
+@pytest.fixture(scope="session")
+def target(request: pytest.FixtureRequest) -> Target:
+    inv = request.param
+    options = ssh_options(inv.data, _control_dir)
+    host = testinfra.get_host(hostspec(inv.name, inv.data), **options)
+    t = Target(inv, host)
+    probe = host.run("true")
+    if probe.rc != 0:
+        pytest.fail(f"{inv.name}: cannot run commands over SSH: {probe.stderr.strip()}")
+    _targets.append(t)
+    return t
+
+
+@pytest.fixture(scope="session")
+def host(target: Target):
+    """testinfra's `host`, for the modules that use its modules (file, service, ...)."""
+    return target.host
+
+
+@pytest.fixture
+def drill_target(target: Target) -> Target:
+    """The target of a drill; the collection guard has already refused non-disposable ones."""
+    if not target.disposable:  # belt and braces: never change a non-disposable host
+        pytest.fail(f"refusing to run a drill against {target.name}: not disposable")
+    return target
+
+
+# --- the drill guard ------------------------------------------------------------------------
+def pytest_collection_finish(session: pytest.Session) -> None:
+    drills = [i for i in session.items if i.get_closest_marker("drill")]
+    for item in session.items:
+        _sections[item.nodeid] = SECTIONS.get(Path(str(item.path)).name, item.module.__name__)
+    if not drills or session.config.option.collectonly:
+        return
+    refused = [h.name for h in _hosts() if h.data.get("disposable") is not True]
+    if refused:
+        pytest.exit(
+            f"REFUSED: {len(drills)} drill(s) selected against inventory {inventory_path()}, "
+            f"whose host(s) {', '.join(refused)} are not disposable (group data `disposable` is "
+            "not True). Drills stop services, inject faults and restore backups; they run only "
+            "on the sandbox. Run the read-only checks with `-m readonly`.",
+            returncode=4,
+        )
+
+
+# --- the one-screen summary --------------------------------------------------------------------
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    previous = _outcomes.get(report.nodeid, "passed")
+    if report.failed:
+        _outcomes[report.nodeid] = "failed"
+    elif report.skipped and previous != "failed":
+        _outcomes[report.nodeid] = "skipped"
+    elif report.when == "call" and previous not in ("failed", "skipped"):
+        _outcomes[report.nodeid] = "passed"
+
+
+def summary_lines() -> list[str]:
+    per_section: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for nodeid, outcome in _outcomes.items():
+        section = _sections.get(nodeid, nodeid.split("::")[0])
+        per_section[section][outcome].append(nodeid.split("::", 1)[-1])
+    order = list(SECTIONS.values())
+    lines = [f"Runbook verification: inventory {inventory_path()}"]
+    for section in sorted(per_section, key=lambda s: order.index(s) if s in order else 99):
+        counts = per_section[section]
+        passed, failed, skipped = (len(counts[k]) for k in ("passed", "failed", "skipped"))
+        verdict = "FAIL" if failed else ("PASS" if passed else "SKIP")
+        extra = f", {skipped} skipped" if skipped else ""
+        lines.append(f"  {verdict}  {section:<48} {passed}/{passed + failed} passed{extra}")
+        lines += [f"          ✗ {name}" for name in counts["failed"]]
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not _outcomes:
+        return
+    lines = summary_lines()
+    terminalreporter.section("runbook sections")
+    for line in lines:
+        terminalreporter.write_line(line)
+    xmlpath = getattr(config.option, "xmlpath", None)
+    if xmlpath:
+        out = Path(xmlpath).with_name(Path(xmlpath).stem.replace("junit", "summary") + ".txt")
+        if out == Path(xmlpath):
+            out = Path(xmlpath).with_suffix(".summary.txt")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(lines) + "\n")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Close the SSH control masters this run opened, and their socket directory."""
+    for t in _targets:
+        backend = t.host.backend
+        cmd = ["ssh", "-O", "exit", "-o", f"ControlPath={_control_dir}/%C"]
+        if backend.host.port:
+            cmd += ["-p", str(backend.host.port)]
+        if backend.host.user:
+            cmd += ["-l", backend.host.user]
+        subprocess.run([*cmd, backend.host.name], capture_output=True, timeout=10, check=False)
+    shutil.rmtree(_control_dir, ignore_errors=True)
+
+
+__all__ = ["REPO"]
