@@ -1,7 +1,7 @@
 """Techno OS backend: the runbook's stack on a Debian 12 host.
 
-    pyinfra inventories/prod.py deploy.py     production
-    pyinfra inventories/local.py deploy.py    the local VM (make deploy)
+pyinfra inventories/prod.py deploy.py     production
+pyinfra inventories/local.py deploy.py    the local VM (make deploy)
 """
 
 from tasks.backup import backup_and_cron
@@ -9,6 +9,7 @@ from tasks.base import base_system
 from tasks.docker import docker_engine
 from tasks.environment import environment_file
 from tasks.images import build_images
+from tasks.node_exporter import node_exporter
 from tasks.prometheus import standalone_prometheus
 from tasks.stack import compose_stack
 from tasks.validate import validate_inputs
@@ -20,4 +21,5 @@ images = build_images()
 env = environment_file()
 compose_stack(inputs_changed=[*images, env])
 standalone_prometheus()
+node_exporter()
 backup_and_cron()

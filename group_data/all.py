@@ -32,6 +32,7 @@ artifact_dir = "build/artifact"  # on the control machine, made by `make artifac
 # --- Prometheus (standalone, outside compose) ------------------------------------------------
 prometheus_listen_address = "127.0.0.1:9090"
 prometheus_retention = "15d"
+node_exporter_listen_address = "127.0.0.1:9100"
 
 # --- Backup ----------------------------------------------------------------------------------
 backup_cron_schedule = "0 2 * * *"

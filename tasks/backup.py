@@ -16,8 +16,13 @@ def backup_and_cron() -> None:
             group="root",
             mode="0750",
         )
-    files.file(name=f"Backup log {host.data.backup_log} (root, 0640)", path=host.data.backup_log,
-               user="root", group="root", mode="0640")
+    files.file(
+        name=f"Backup log {host.data.backup_log} (root, 0640)",
+        path=host.data.backup_log,
+        user="root",
+        group="root",
+        mode="0640",
+    )
     minute, hour, day_of_month, month, day_of_week = host.data.backup_cron_schedule.split()
     crontab.crontab(
         name=f"Cron: {host.data.backup_cron_schedule} backup_observability.sh",

@@ -2,7 +2,16 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, systemd
 
-BASE_PACKAGES = ["ca-certificates", "cron", "curl", "jq", "gzip", "tar", "util-linux", "debootstrap"]
+BASE_PACKAGES = [
+    "ca-certificates",
+    "cron",
+    "curl",
+    "jq",
+    "gzip",
+    "tar",
+    "util-linux",
+    "debootstrap",
+]
 
 
 @deploy("Base packages and directories")
@@ -14,8 +23,9 @@ def base_system() -> None:
         update=True,
         cache_time=24 * 3600,
     )
-    systemd.service(name="Keep cron enabled and running", service="cron", running=True,
-                    enabled=True)
+    systemd.service(
+        name="Keep cron enabled and running", service="cron", running=True, enabled=True
+    )
     for path, mode in [
         ("/opt/techno-os", "0755"),
         ("/opt/techno-os/app", "0755"),
@@ -25,5 +35,6 @@ def base_system() -> None:
         (host.data.build_dir, "0750"),
         (host.data.backup_dir, "0700"),
     ]:
-        files.directory(name=f"Directory {path} (root, {mode})", path=path, user="root",
-                        group="root", mode=mode)
+        files.directory(
+            name=f"Directory {path} (root, {mode})", path=path, user="root", group="root", mode=mode
+        )

@@ -9,5 +9,6 @@ def docker_engine() -> None:
         packages=["docker.io", "docker-compose"],
         no_recommends=True,
     )
-    systemd.service(name="Keep Docker enabled and running", service="docker", running=True,
-                    enabled=True)
+    systemd.service(
+        name="Keep Docker enabled and running", service="docker", running=True, enabled=True
+    )

@@ -22,7 +22,7 @@ class ComposeServicesRunning(FactBase[bool]):
         names = " ".join(shlex.quote(c) for c in containers)
         return (
             f"for c in {names}; do "
-            "[ \"$(docker inspect --format '{{.State.Running}}' \"$c\" 2>/dev/null)\" = true ] "
+            '[ "$(docker inspect --format \'{{.State.Running}}\' "$c" 2>/dev/null)" = true ] '
             "|| { echo no; exit 0; }; done; echo yes"
         )
 

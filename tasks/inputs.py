@@ -85,11 +85,15 @@ def check_providers() -> None:
     allowed = host.data.llm_allowed_providers
     unknown = sorted(set(allowed) - set(KNOWN_PROVIDERS))
     if unknown:
-        raise fail(f"group data `llm_allowed_providers` names unknown provider(s) {unknown}; "
-                   f"known: {list(KNOWN_PROVIDERS)}")
+        raise fail(
+            f"group data `llm_allowed_providers` names unknown provider(s) {unknown}; "
+            f"known: {list(KNOWN_PROVIDERS)}"
+        )
     if host.data.llm_provider not in allowed:
-        raise fail(f"group data `llm_provider` = {host.data.llm_provider!r} is not in "
-                   f"`llm_allowed_providers` = {allowed}")
+        raise fail(
+            f"group data `llm_provider` = {host.data.llm_provider!r} is not in "
+            f"`llm_allowed_providers` = {allowed}"
+        )
     for provider in host.data.llm_base_urls:
         if provider not in KNOWN_PROVIDERS:
             raise fail(f"group data `llm_base_urls` names unknown provider {provider!r}")
@@ -158,9 +162,13 @@ def check_prometheus_config() -> None:
             shutil.copy(rule_file, rules / rule_file.name)
         checked = Path(tmp) / "prometheus.yml"
         checked.write_text(config.replace("/etc/prometheus/rules/", f"{rules}/"))
-        for command in ([promtool, "check", "config", str(checked)],
-                        [promtool, "check", "rules", *map(str, rules.glob("*.yml"))]):
+        for command in (
+            [promtool, "check", "config", str(checked)],
+            [promtool, "check", "rules", *map(str, rules.glob("*.yml"))],
+        ):
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
-                raise DeployError(f"files/prometheus.yml or its rules are invalid "
-                                  f"({' '.join(command[1:3])}):\n{result.stdout}{result.stderr}")
+                raise DeployError(
+                    f"files/prometheus.yml or its rules are invalid "
+                    f"({' '.join(command[1:3])}):\n{result.stdout}{result.stderr}"
+                )

@@ -15,16 +15,25 @@ def standalone_prometheus() -> None:
         dest="/etc/default/prometheus",
         mode="0644",
     )
-    apt.packages(name="Install Prometheus (Debian)", packages=["prometheus"],
-                 no_recommends=True)
+    apt.packages(name="Install Prometheus (Debian)", packages=["prometheus"], no_recommends=True)
 
     # Staged, checked by promtool on the host, then installed: a bad config never reaches the
     # running Prometheus. Rule files are relative to the config (rules/*.yml).
     staged = [
-        files.put(name="Stage prometheus.yml", src="files/prometheus.yml",
-                  dest=f"{STAGED}/prometheus.yml", mode="0644"),
-        files.sync(name="Stage the alert rules", src="files/prometheus",
-                   dest=f"{STAGED}/rules", mode="0644", dir_mode="0755", delete=True),
+        files.put(
+            name="Stage prometheus.yml",
+            src="files/prometheus.yml",
+            dest=f"{STAGED}/prometheus.yml",
+            mode="0644",
+        ),
+        files.sync(
+            name="Stage the alert rules",
+            src="files/prometheus",
+            dest=f"{STAGED}/rules",
+            mode="0644",
+            dir_mode="0755",
+            delete=True,
+        ),
     ]
     installed = server.shell(
         name="Check the staged config with promtool and install it",

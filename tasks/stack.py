@@ -9,7 +9,8 @@ from tasks.images import api_image_tag, db_image_tag
 
 WAIT_HEALTHY = """deadline=$(( $(date +%s) + {timeout} ))
 for c in {containers}; do
-  until [ "$(docker inspect --format '{{{{.State.Health.Status}}}}' "$c" 2>/dev/null)" = healthy ]; do
+  until [ "$(docker inspect --format '{{{{.State.Health.Status}}}}' "$c" 2>/dev/null)" \
+          = healthy ]; do
     if [ "$(date +%s)" -ge "$deadline" ]; then
       echo "$c is not healthy after {timeout} s:" >&2; docker logs --tail 50 "$c" >&2; exit 1
     fi
@@ -35,20 +36,23 @@ def compose_stack(inputs_changed: list[OperationMeta]) -> None:
         *inputs_changed,
     ]
     if host.data.llm_standin:
-        stack_inputs.append(files.put(
-            name="Upload the LLM provider stand-in (sandbox only)",
-            src="files/standin/llm_standin.py",
-            dest=f"{backend}/standin/llm_standin.py",
-            mode="0644",
-        ))
+        stack_inputs.append(
+            files.put(
+                name="Upload the LLM provider stand-in (sandbox only)",
+                src="files/standin/llm_standin.py",
+                dest=f"{backend}/standin/llm_standin.py",
+                mode="0644",
+            )
+        )
     containers = [host.data.db_container, host.data.api_container]
     running = host.get_fact(ComposeServicesRunning, containers=containers)
     server.shell(
         name="Bring the stack up (docker-compose up -d) and wait until it is healthy",
         commands=[
             f"cd {backend} && docker-compose up -d --remove-orphans",
-            WAIT_HEALTHY.format(timeout=host.data.stack_health_timeout_seconds,
-                                containers=" ".join(containers)),
+            WAIT_HEALTHY.format(
+                timeout=host.data.stack_health_timeout_seconds, containers=" ".join(containers)
+            ),
         ],
         # docker-compose reports no changes itself: it runs when an input changed or when a
         # container is not running (someone ran `docker-compose down`).

@@ -33,14 +33,18 @@ def main() -> int:
     results = json.loads(run.stdout)["results"]
     totals = results["totals"]
     changed = [op["name"] for op in results["operations"] if op["success"]]
-    print(f"idempotence: redeploy took {elapsed:.1f} s; operations: {totals['hosts']} "
-          f"(changed {totals['success']}, unchanged {totals['no_change']}, "
-          f"errors {totals['error']})")
+    print(
+        f"idempotence: redeploy took {elapsed:.1f} s; operations: {totals['hosts']} "
+        f"(changed {totals['success']}, unchanged {totals['no_change']}, "
+        f"errors {totals['error']})"
+    )
     for name in changed:
         print(f"  changed: {name}")
     if totals["success"] or totals["error"]:
-        print("idempotence: FAILED: a deploy of an unchanged tree must change nothing",
-              file=sys.stderr)
+        print(
+            "idempotence: FAILED: a deploy of an unchanged tree must change nothing",
+            file=sys.stderr,
+        )
         return 1
     print("idempotence: OK, nothing changed")
     return 0

@@ -14,11 +14,11 @@ setting is an environment variable (SANDBOX_*), so the same tool serves any mach
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -98,11 +98,11 @@ def docker_client() -> docker.DockerClient:
             say("no Docker engine here: installing Debian's docker.io")
             env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
             subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-            subprocess.run(
-                ["apt-get", "install", "-y", "-qq", "docker.io"], check=True, env=env
-            )
+            subprocess.run(["apt-get", "install", "-y", "-qq", "docker.io"], check=True, env=env)
         else:
-            fail("no Docker engine: install Docker (Debian: apt-get install docker.io) and start it")
+            fail(
+                "no Docker engine: install Docker (Debian: apt-get install docker.io) and start it"
+            )
     if os.geteuid() != 0:
         fail("the Docker engine is installed but not running, and only root can start it here")
     say("starting the Docker engine (dockerd in the background, log /var/log/dockerd.log)")
@@ -146,15 +146,25 @@ def ensure_key(settings: SandboxSettings) -> str:
     STATE_DIR.mkdir(mode=0o700, exist_ok=True)
     if not settings.key_path.exists():
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{settings.name}-deployer",
-             "-f", str(settings.key_path)],
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"{settings.name}-deployer",
+                "-f",
+                str(settings.key_path),
+            ],
             check=True,
         )
     return settings.key_path.with_suffix(".pub").read_text()
 
 
 def ensure_secrets() -> None:
-    """The sandbox's secrets file (untracked): a random DB password, a dummy key for the stand-in."""
+    """The sandbox's untracked secrets: a random DB password, a dummy key for the stand-in."""
     path = REPO / "secrets" / "local.env"
     if path.exists():
         return
@@ -197,8 +207,10 @@ def wait_for_ssh(settings: SandboxSettings) -> None:
         if result.returncode == 0:
             return
         time.sleep(1)
-    fail(f"SSH on {settings.bind_address}:{settings.ssh_port} did not answer "
-         f"within {settings.boot_timeout:.0f} s: see `docker logs {settings.name}`")
+    fail(
+        f"SSH on {settings.bind_address}:{settings.ssh_port} did not answer "
+        f"within {settings.boot_timeout:.0f} s: see `docker logs {settings.name}`"
+    )
 
 
 def ssh_command(settings: SandboxSettings, *command: str) -> list[str]:
@@ -240,8 +252,10 @@ def up(settings: SandboxSettings) -> None:
         container.start()
     wait_for_ssh(settings)
     READY_FILE.unlink(missing_ok=True)
-    say(f"{settings.name} is up: ssh -i {settings.key_path} -p {settings.ssh_port} "
-        f"root@{settings.bind_address}")
+    say(
+        f"{settings.name} is up: ssh -i {settings.key_path} -p {settings.ssh_port} "
+        f"root@{settings.bind_address}"
+    )
 
 
 def down(settings: SandboxSettings) -> None:
@@ -250,10 +264,8 @@ def down(settings: SandboxSettings) -> None:
     if container is not None:
         say(f"destroying {settings.name}")
         container.remove(force=True, v=True)
-    try:
+    with contextlib.suppress(docker.errors.NotFound):
         client.volumes.get(settings.docker_volume).remove(force=True)
-    except docker.errors.NotFound:
-        pass
     settings.known_hosts.unlink(missing_ok=True)
     READY_FILE.unlink(missing_ok=True)
 
@@ -285,8 +297,13 @@ def main() -> None:
             for host_port, vm_port in settings.tunnel_ports.items()
             for arg in ("-L", f"{settings.bind_address}:{host_port}:127.0.0.1:{vm_port}")
         ]
-        say("forwarding " + ", ".join(f"{settings.bind_address}:{h} -> VM:{v}"
-                                      for h, v in settings.tunnel_ports.items()) + " (Ctrl-C ends)")
+        say(
+            "forwarding "
+            + ", ".join(
+                f"{settings.bind_address}:{h} -> VM:{v}" for h, v in settings.tunnel_ports.items()
+            )
+            + " (Ctrl-C ends)"
+        )
         ssh = ssh_command(settings)
         os.execvp("ssh", [*ssh[:-1], "-N", *forwards, ssh[-1]])
 

@@ -63,15 +63,14 @@ check_settings() {
 }
 
 prepare_backup_dir() {
-    STEP="preparar $BACKUP_DIR"
-    mkdir -p "$BACKUP_DIR"
-    chmod 0700 "$BACKUP_DIR"
+    { mkdir -p "$BACKUP_DIR" && chmod 0700 "$BACKUP_DIR"; } ||
+        fail "não foi possível preparar $BACKUP_DIR (sem permissão de escrita?)"
 }
 
 # Hold an exclusive lock on fd 9 for the rest of the run; a second run exits at once.
 acquire_lock() {
-    STEP="lock $LOCK_FILE"
-    exec 9>>"$LOCK_FILE"
+    exec 9>>"$LOCK_FILE" ||
+        fail "não foi possível abrir o lock $LOCK_FILE (sem permissão de escrita?)"
     if ! flock -n 9; then
         say_both "❌ Outro backup já está em andamento (lock: $LOCK_FILE); nada foi feito"
         DONE=1
@@ -172,7 +171,8 @@ write_metrics() {
         return 0
     fi
     now="$(date +%s)"
-    duration="$(awk -v s="$START_TIME" -v e="${EPOCHREALTIME/,/.}" 'BEGIN { printf "%.3f", e - s }')"
+    duration="$(awk -v s="$START_TIME" -v e="${EPOCHREALTIME/,/.}" \
+        'BEGIN { printf "%.3f", e - s }')"
     if [[ "$success" == 1 ]]; then
         last_success="$now"
         size="$ARCHIVE_SIZE"

@@ -49,6 +49,7 @@ ARCHIVE_DIR=""
 ARCHIVE_NAME=""
 STEP="início"
 STACK_STOPPED=0
+CANCELLED=0
 
 die() {
     STEP="$*"
@@ -134,7 +135,11 @@ confirm() {
     echo "⚠️ O restore PARA a stack em $BACKEND_DIR e APAGA o volume $VOLUME,"
     echo "   substituindo o banco pelo conteúdo de $ARCHIVE_NAME."
     read -r -p "Digite 'sim' para continuar: " answer
-    [[ "$answer" == sim ]] || die "cancelado pelo operador"
+    if [[ "$answer" != sim ]]; then
+        echo "🚫 Restore cancelado: nada foi alterado"
+        CANCELLED=1
+        exit 1
+    fi
 }
 
 stop_stack() {
@@ -225,10 +230,11 @@ print_counts() {
 on_exit() {
     local rc=$?
     trap - EXIT
-    ((rc == 0)) && return 0
+    ((rc == 0 || CANCELLED)) && exit "$rc"
     say_both "❌ Restore falhou: ${STEP} (exit $rc)"
     if ((STACK_STOPPED)); then
-        say_both "   A stack está PARADA. Corrija e rode de novo, ou: cd $BACKEND_DIR && $COMPOSE up -d"
+        say_both "   A stack está PARADA. Corrija e rode de novo," \
+            "ou: cd $BACKEND_DIR && $COMPOSE up -d"
     fi
     exit "$rc"
 }

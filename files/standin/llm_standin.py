@@ -23,6 +23,7 @@ that reached the provider from one the circuit breaker rejected. `"reset": true`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -202,10 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sys.stderr.write(f"llm-standin listening on {args.host}:{args.port}\n")
     sys.stderr.flush()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ RUNBOOK = REPO / "docs" / "runbook.md"
 # The operators' original runbook, beside the repository (shared/reference).
 ORIGINAL_RUNBOOK = REPO.parent / "shared" / "reference" / "RUNBOOK_OBSERVABILIDADE.md"
 
-# Where the deploy puts the rule files (files/prometheus.yml `rule_files`).
-DEPLOYED_RULES_GLOB = "/etc/prometheus/rules/*.yml"
+# files/prometheus.yml `rule_files`: relative to the config's directory, so
+# /etc/prometheus/rules/*.yml once deployed to /etc/prometheus/prometheus.yml.
+RULE_FILES_GLOB = "rules/*.yml"
 
 Promtool = Callable[..., subprocess.CompletedProcess[str]]
 

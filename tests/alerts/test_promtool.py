@@ -1,7 +1,7 @@
 """promtool checks of the Prometheus config, the alert rules and their unit tests.
 
-- `promtool check config files/prometheus.yml`, in a temporary layout where its
-  `rule_files` glob finds the shipped alerts.yml (the deployed path is absolute);
+- `promtool check config` on files/prometheus.yml copied as is into a temporary copy of
+  the deployed layout (prometheus.yml + rules/alerts.yml), so `rule_files` finds the rules;
 - `promtool check rules files/prometheus/alerts.yml`;
 - `promtool test rules tests/alerts/*.yml`;
 - and the proofs that each check can fail: a broken rule file fails `check rules` and
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from alerts_support import (
     ALERT_RULES,
-    DEPLOYED_RULES_GLOB,
     PROMETHEUS_CONFIG,
+    RULE_FILES_GLOB,
     Promtool,
     alert_rules,
     load_yaml,
@@ -28,21 +28,12 @@ from alerts_support import (
 
 
 def config_layout(tmp_path: Path, rules_text: str) -> Path:
-    """files/prometheus.yml with its rule_files glob pointed at tmp_path/rules/.
-
-    The rest of the config is byte for byte the shipped file.
-    """
-    config_text = PROMETHEUS_CONFIG.read_text(encoding="utf-8")
-    assert config_text.count(DEPLOYED_RULES_GLOB) == 1, (
-        f"files/prometheus.yml must name {DEPLOYED_RULES_GLOB} once in rule_files"
-    )
+    """The deployed layout in tmp_path: prometheus.yml exactly as shipped, rules/alerts.yml."""
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
     (rules_dir / "alerts.yml").write_text(rules_text, encoding="utf-8")
     config = tmp_path / "prometheus.yml"
-    config.write_text(
-        config_text.replace(DEPLOYED_RULES_GLOB, f"{rules_dir}/*.yml"), encoding="utf-8"
-    )
+    shutil.copy(PROMETHEUS_CONFIG, config)
     return config
 
 
@@ -53,7 +44,8 @@ def test_prometheus_config_has_the_contract_jobs_targets_and_intervals() -> None
     config = load_yaml(PROMETHEUS_CONFIG)
     assert config["global"]["scrape_interval"] == "15s"
     assert config["global"]["evaluation_interval"] == "15s"
-    assert config["rule_files"] == [DEPLOYED_RULES_GLOB]
+    # Relative to the config: /etc/prometheus/rules/*.yml when deployed.
+    assert config["rule_files"] == [RULE_FILES_GLOB]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == {"prometheus", "techno-os-api", "node"}
     targets = {
@@ -103,16 +95,23 @@ def test_alert_rules_pass_promtool_check_rules(promtool: Promtool) -> None:
 
 
 BROKEN_RULES = {
-    "unbalanced braces in expr": ('up{job="techno-os-api"} == 0 or', 'up{job="techno-os-api" == 0 or'),
+    "unbalanced braces in expr": (
+        'up{job="techno-os-api"} == 0 or',
+        'up{job="techno-os-api" == 0 or',
+    ),
     "unknown function": ("histogram_quantile(0.95,", "histogram_quantil(0.95,"),
     "range vector where an instant vector is expected": (
         "llm_circuit_state) > 0",
         "llm_circuit_state[5m]) > 0",
     ),
     "invalid for duration": ("for: 2m", "for: two minutes"),
-    "broken annotation template": ("{{ $labels.provider }} acima de 10 s", "{{ $labels.provider } acima de 10 s"),
+    "broken annotation template": (
+        "{{ $labels.provider }} acima de 10 s",
+        "{{ $labels.provider } acima de 10 s",
+    ),
     "rule without expr": (
-        "      - alert: BackupFailed\n        # The flag stays 0 until the next successful run: no `for` needed.\n"
+        "      - alert: BackupFailed\n"
+        "        # The flag stays 0 until the next successful run: no `for` needed.\n"
         "        expr: techno_os_backup_last_run_success == 0\n",
         "      - alert: BackupFailed\n",
     ),

@@ -117,9 +117,7 @@ def load_inventory(path: str | None = None) -> tuple[InventoryHost, ...]:
             inventory = make_inventory(str(file), cwd=str(REPO))
     finally:
         os.chdir(cwd)
-    hosts = tuple(
-        InventoryHost(h.name, tuple(h.groups), dict(h.data.dict())) for h in inventory
-    )
+    hosts = tuple(InventoryHost(h.name, tuple(h.groups), dict(h.data.dict())) for h in inventory)
     if not hosts:
         raise ValueError(f"INVENTORY={path} defines no host")
     return hosts
@@ -290,8 +288,10 @@ class Target:
     def check(self, command: str, *args: Any) -> str:
         """Run and require exit status 0; return stdout."""
         result = self.run(command, *args)
+        shown = result.command
+        shown = shown.decode(errors="replace") if isinstance(shown, bytes) else shown
         assert result.rc == 0, (
-            f"`{result.command}` on {self.name} exited {result.rc}: "
+            f"`{shown[:300]}` on {self.name} exited {result.rc}: "
             f"{(result.stderr or result.stdout).strip()[:800]}"
         )
         return result.stdout

@@ -147,9 +147,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         terminalreporter.write_line(line)
     xmlpath = getattr(config.option, "xmlpath", None)
     if xmlpath:
-        out = Path(xmlpath).with_name(Path(xmlpath).stem.replace("junit", "summary") + ".txt")
-        if out == Path(xmlpath):
-            out = Path(xmlpath).with_suffix(".summary.txt")
+        out = Path(xmlpath).with_name(Path(xmlpath).stem + "-summary.txt")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("\n".join(lines) + "\n")
 

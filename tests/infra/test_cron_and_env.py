@@ -108,9 +108,7 @@ def test_backup_script_exists_is_executable_and_owned_by_root(target: Target) ->
 
 
 def test_restore_script_exists_is_executable_and_owned_by_root(target: Target) -> None:
-    check_script_executable_by_root(
-        target, f"{target.cfg('scripts_dir')}/restore_observability.sh"
-    )
+    check_script_executable_by_root(target, f"{target.cfg('scripts_dir')}/restore_observability.sh")
 
 
 def test_backup_directory_exists_and_is_private_to_root(target: Target) -> None:
@@ -164,8 +162,9 @@ def test_every_allowed_real_provider_has_an_api_key(target: Target) -> None:
     env = target.env_file()
     allowed = [p.strip() for p in env.get("VERITTA_LLM_ALLOWED_PROVIDERS", "").split(",")]
     missing = [
-        f"{p.upper()}_API_KEY" for p in allowed if p and p != "fake"
-        and not env.get(f"{p.upper()}_API_KEY")
+        f"{p.upper()}_API_KEY"
+        for p in allowed
+        if p and p != "fake" and not env.get(f"{p.upper()}_API_KEY")
     ]
     assert not missing, f"allowed provider(s) without a key: {missing}"
 

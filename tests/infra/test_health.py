@@ -38,7 +38,9 @@ def check_container_running_and_healthy(t: Target, name: str) -> None:
     assert info, f"container {name} does not exist"
 
     def settled() -> dict | None:
-        state = t.inspect(name)["State"]  # type: ignore[index]
+        now = t.inspect(name)
+        assert now, f"container {name} disappeared"
+        state = now["State"]
         return state if state.get("Health", {}).get("Status") != "starting" else None
 
     state = wait_until(settled, timeout=90, what=f"{name}: health check settles")

@@ -16,6 +16,9 @@ import pytest
 
 from ._support import REPO
 
+# Drill equipment: runs with the drills (no host needed, loopback only).
+pytestmark = pytest.mark.drill
+
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
 AUTH = {"Authorization": "Bearer sk-standin", "Content-Type": "application/json"}
 

@@ -38,6 +38,7 @@ def run(
     timeout: float = 120,
     env: Mapping[str, str] | None = None,
     input: str | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command, capture its output as text, fail with the output when check fails."""
     proc = subprocess.run(
@@ -47,6 +48,7 @@ def run(
         timeout=timeout,
         env=dict(env) if env is not None else None,
         input=input,
+        cwd=cwd,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
     if check and proc.returncode != 0:
@@ -93,7 +95,14 @@ class Db:
     volume: str
 
     def start(self, *, password: bool = True) -> None:
-        args = ["run", "-d", "--name", self.container, "-v", f"{self.volume}:/var/lib/postgresql/data"]
+        args = [
+            "run",
+            "-d",
+            "--name",
+            self.container,
+            "-v",
+            f"{self.volume}:/var/lib/postgresql/data",
+        ]
         if password:
             args += ["-e", f"DB_USER={DB_USER}", "-e", f"DB_PASSWORD={DB_PASSWORD}"]
             args += ["-e", f"DB_NAME={DB_NAME}"]
@@ -110,8 +119,9 @@ class Db:
             # pg_isready also answers during crash recovery: insist on a real query too.
             return (
                 run(["docker", *probe], check=False).returncode == 0
-                and run(["docker", "exec", self.container, *self._psql("SELECT 1")], check=False)
-                .returncode
+                and run(
+                    ["docker", "exec", self.container, *self._psql("SELECT 1")], check=False
+                ).returncode
                 == 0
             )
 
@@ -119,7 +129,19 @@ class Db:
 
     @staticmethod
     def _psql(sql: str) -> list[str]:
-        return ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-U", DB_USER, "-d", DB_NAME, "-c", sql]
+        return [
+            "psql",
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-U",
+            DB_USER,
+            "-d",
+            DB_NAME,
+            "-c",
+            sql,
+        ]
 
     def sql(self, sql: str, timeout: float = 120) -> str:
         return docker("exec", self.container, *self._psql(sql), timeout=timeout)

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import Receive, Scope, Send
 
 from techno_os_api import __version__
 from techno_os_api.api import errors
@@ -27,6 +28,39 @@ from techno_os_api.llm.metrics import Metrics
 from techno_os_api.llm.providers import build_providers
 
 log = logging.getLogger("techno_os_api")
+
+_HEALTH_BODY = b'{"status":"ok"}'
+_HEALTH_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_HEALTH_BODY)).encode()),
+    ],
+}
+
+
+class TechnoOSAPI(FastAPI):
+    """FastAPI, except that `GET /health` is answered before any middleware or routing.
+
+    Liveness must cost nothing and depend on nothing: Docker's HEALTHCHECK and the runbook poll
+    it, and under load it should not queue behind the framework. The route is still declared in
+    the router (for the OpenAPI schema) and gives the same body.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == "/health"
+            and scope["method"] in ("GET", "HEAD")
+        ):
+            await send(_HEALTH_START)
+            if scope["method"] == "GET":
+                await send({"type": "http.response.body", "body": _HEALTH_BODY})
+            else:
+                await send({"type": "http.response.body", "body": b""})
+            return
+        await super().__call__(scope, receive, send)
 
 
 def build_services(
@@ -80,7 +114,7 @@ def create_app(
     clock: Clock | None = None,
     engine: AsyncEngine | None = None,
     http_client: httpx.AsyncClient | None = None,
-) -> FastAPI:
+) -> TechnoOSAPI:
     settings = settings or load_settings()
     services = build_services(settings, clock=clock, engine=engine, http_client=http_client)
 
@@ -93,7 +127,7 @@ def create_app(
             await services.http_client.aclose()
             await services.engine.dispose()
 
-    app = FastAPI(
+    app = TechnoOSAPI(
         title="Techno OS API",
         version=__version__,
         summary="LLM gateway with a fail-closed allowlist, circuit breakers and metrics",

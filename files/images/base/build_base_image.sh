@@ -171,7 +171,8 @@ main() {
     fi
 
     trap cleanup EXIT
-    trap 'exit 130' INT TERM
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     try_pull || build_with_debootstrap
 }
 

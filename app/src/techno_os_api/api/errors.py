@@ -58,18 +58,17 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     return error_response(503, f"database unavailable: {exc}", "database_unavailable")
 
 
-def _location(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)] or ["body"]
-    return ".".join(parts)
+def _problem(error: Mapping[str, Any]) -> str:
+    loc = tuple(error.get("loc", ()))
+    where = ".".join(str(p) for p in loc if p != "body") or "body"
+    if loc == ("body",) and error.get("type") in ("model_attributes_type", "dict_type"):
+        return "body: must be a JSON object (send Content-Type: application/json)"
+    return f"{where}: " + str(error.get("msg", "invalid")).removeprefix("Value error, ")
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [
-        f"{_location(tuple(e.get('loc', ())))}: "
-        + str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        for e in exc.errors()
-    ]
+    problems = [_problem(e) for e in exc.errors()]
     details = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
         for e in exc.errors()

@@ -125,7 +125,8 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _blank_key_is_missing(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str) and not text.strip():
             return None
         return value
 

@@ -17,6 +17,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -86,6 +87,8 @@ class Metrics:
     """The service's registry and the metric objects in it."""
 
     def __init__(self, version: str, providers: Iterable[str]) -> None:
+        # No `*_created` series: they double the exposition and nothing here reads them.
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         self.providers = tuple(providers)
         ProcessCollector(registry=self.registry)

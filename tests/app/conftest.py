@@ -1,0 +1,94 @@
+"""Fixtures for the app tests: a real PostgreSQL migrated by `python -m techno_os_api.migrate`,
+a loopback provider stand-in, and apps built with test settings and a driven clock.
+
+Nothing is mocked: the app talks to the stand-in over HTTP and to PostgreSQL over TCP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from app_helpers import APP_ENV_VARS, AppClient, FakeClock, run_migrate
+from pgserver import PostgresServer
+from standin import StandIn
+from techno_os_api.application import create_app
+from techno_os_api.core.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in APP_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.init()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def database(postgres: PostgresServer) -> PostgresServer:
+    """The test PostgreSQL with the migrations applied."""
+    result = run_migrate(**postgres.env)
+    assert result.returncode == 0, result.stderr
+    return postgres
+
+
+@pytest.fixture(scope="session")
+def _standin_server() -> Iterator[StandIn]:
+    server = StandIn()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def standin(_standin_server: StandIn) -> Iterator[StandIn]:
+    _standin_server.reset()
+    yield _standin_server
+    _standin_server.reset()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+AppFactory = Callable[..., AbstractAsyncContextManager[AppClient]]
+
+
+@pytest.fixture
+def make_app(database: PostgresServer, standin: StandIn, clock: FakeClock) -> AppFactory:
+    """`async with make_app(veritta_llm_allowed_providers="fake,openai", ...) as client:` builds
+    an app whose remote providers all point at the stand-in, with the test clock and database
+    (override any setting by keyword; `clock=None` for the real clock), and runs its lifespan."""
+
+    @asynccontextmanager
+    async def factory(clock_: Any = clock, **overrides: Any) -> AsyncIterator[AppClient]:
+        values: dict[str, Any] = {
+            **database.settings,
+            "db_connect_timeout_seconds": 2,
+            **{f"{p}_base_url": standin.url for p in ("openai", "xai", "deepseek")},
+            "anthropic_base_url": standin.url,
+            "google_base_url": standin.url,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        app = create_app(settings, clock=clock_)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+            ) as http,
+        ):
+            yield AppClient(app, http)
+
+    return factory
