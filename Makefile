@@ -7,6 +7,8 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 INVENTORY ?= inventories/local.py
+# CI starts from a brand-new sandbox, so `make test` proves the fresh-machine path every time.
+FRESH_SANDBOX ?= $(CI)
 ARCHS ?= x86_64 aarch64
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 
@@ -27,6 +29,7 @@ artifact: venv ## Build the app artifact: wheel, wheelhouses, manifest (build/ar
 	$(BIN)/python tools/build_artifact.py $(addprefix --arch ,$(ARCHS))
 
 sandbox: venv host-deps ## Create the local VM techno-os-vm (SSH on 127.0.0.1:2222)
+	$(if $(filter true,$(FRESH_SANDBOX)),$(BIN)/python tools/sandbox.py down)
 	$(BIN)/python tools/sandbox.py up
 
 deploy: venv artifact ## Deploy to INVENTORY (default: the local VM)

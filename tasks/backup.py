@@ -7,6 +7,14 @@ SCRIPTS = ["backup_observability.sh", "restore_observability.sh"]
 
 @deploy("Backup script, restore script and the daily cron line")
 def backup_and_cron() -> None:
+    files.template(
+        name="Settings of the backup and restore scripts (/etc/default/techno-os)",
+        src="templates/techno-os.default.j2",
+        dest="/etc/default/techno-os",
+        user="root",
+        group="root",
+        mode="0644",
+    )
     for script in SCRIPTS:
         files.put(
             name=f"Install {host.data.scripts_dir}/{script} (root, 0750)",

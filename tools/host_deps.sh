@@ -10,6 +10,7 @@ declare -A NEEDED=(
     [promtool]=prometheus
     [amtool]=prometheus-alertmanager
     [docker]=docker.io
+    [docker-compose]=docker-compose
     [debootstrap]=debootstrap
     [shellcheck]=shellcheck
     [ssh]=openssh-client

@@ -107,7 +107,9 @@ def docker_client() -> docker.DockerClient:
         fail("the Docker engine is installed but not running, and only root can start it here")
     say("starting the Docker engine (dockerd in the background, log /var/log/dockerd.log)")
     with open("/var/log/dockerd.log", "ab") as log:
-        subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+        subprocess.Popen(
+            ["dockerd"], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

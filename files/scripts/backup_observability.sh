@@ -24,6 +24,13 @@ set -euo pipefail
 
 PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"
 
+# Site settings written by the deploy from group data; a variable the caller sets wins.
+if [[ -r "${TECHNO_OS_SETTINGS:=/etc/default/techno-os}" ]]; then
+    while IFS='=' read -r key value; do
+        if [[ "$key" =~ ^[A-Z][A-Z0-9_]*$ && -z "${!key+x}" ]]; then export "$key=$value"; fi
+    done <"$TECHNO_OS_SETTINGS"
+fi
+
 readonly BACKUP_DIR="${BACKUP_DIR:-/opt/techno-os/backups/observability}"
 readonly DB_CONTAINER="${DB_CONTAINER:-techno-os-db}"
 readonly DB_USER="${DB_USER:-techno_user}"

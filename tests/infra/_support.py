@@ -12,6 +12,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -97,27 +99,44 @@ def inventory_path() -> str:
     return os.environ.get("INVENTORY", DEFAULT_INVENTORY)
 
 
+# Run in a child process: importing pyinfra_cli monkey-patches the whole interpreter (gevent).
+_LOADER = """
+import json, sys
+from pyinfra.api import Config, State
+from pyinfra.api.inventory import Inventory
+from pyinfra.context import ctx_state
+from pyinfra_cli.inventory import make_inventory
+
+with ctx_state.use(State(Inventory(([], {})), Config())):
+    inventory = make_inventory(sys.argv[1], cwd=sys.argv[2])
+hosts = [{"name": h.name, "groups": list(h.groups), "data": h.data.dict()} for h in inventory]
+as_json = lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o)
+json.dump(hosts, sys.stdout, default=as_json)
+"""
+
+
 @cache
 def load_inventory(path: str | None = None) -> tuple[InventoryHost, ...]:
     """The hosts of a pyinfra inventory with their data merged exactly as pyinfra merges it
     (host data over group_data/<group>.py over group_data/all.py): pyinfra's own loader."""
-    from pyinfra.api import Config, State
-    from pyinfra.api.inventory import Inventory
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
-
     path = path or inventory_path()
     file = Path(path) if Path(path).is_absolute() else REPO / path
     if not file.is_file():
         raise FileNotFoundError(f"INVENTORY={path}: no such inventory file ({file})")
-    cwd = os.getcwd()
-    os.chdir(REPO)  # group data and relative paths resolve against the repository, as for pyinfra
-    try:
-        with ctx_state.use(State(Inventory(([], {})), Config())):
-            inventory = make_inventory(str(file), cwd=str(REPO))
-    finally:
-        os.chdir(cwd)
-    hosts = tuple(InventoryHost(h.name, tuple(h.groups), dict(h.data.dict())) for h in inventory)
+    # Group data and relative paths resolve against the repository, as for `pyinfra`.
+    loaded = subprocess.run(
+        [sys.executable, "-c", _LOADER, str(file), str(REPO)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if loaded.returncode != 0:
+        raise RuntimeError(f"INVENTORY={path}: {loaded.stderr.strip()[-1500:]}")
+    hosts = tuple(
+        InventoryHost(h["name"], tuple(h["groups"]), h["data"]) for h in json.loads(loaded.stdout)
+    )
     if not hosts:
         raise ValueError(f"INVENTORY={path} defines no host")
     return hosts
