@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help host-deps venv artifact sandbox deploy up down ssh tunnel lint test-app \
-	test-scripts test-alerts idempotence verify drills test bench
+	test-scripts test-alerts test-deploy idempotence verify drills test bench
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -63,6 +63,9 @@ test-scripts: venv host-deps ## Backup/restore scripts and the DB image against 
 test-alerts: venv host-deps ## promtool check config/rules and rule unit tests
 	$(PYTEST) tests/alerts
 
+test-deploy: venv ## Bad inputs stop the deploy before any change (against INVENTORY)
+	INVENTORY=$(INVENTORY) $(PYTEST) tests/deploy
+
 idempotence: venv ## A second deploy of an unchanged tree must change nothing
 	$(BIN)/python tools/check_idempotence.py $(INVENTORY)
 
@@ -74,7 +77,7 @@ drills: venv ## State-changing drills (refused unless the inventory is disposabl
 	@mkdir -p reports
 	INVENTORY=$(INVENTORY) $(PYTEST) tests/infra -m drill --junitxml=reports/infra-drills.xml
 
-test: lint test-app test-alerts test-scripts up idempotence verify drills ## Everything CI runs
+test: lint test-app test-alerts test-scripts up idempotence test-deploy verify drills ## Everything CI runs
 
 bench: venv ## Benchmarks (figures go to docs/benchmarks.md)
 	$(BIN)/python bench/bench_gateway.py

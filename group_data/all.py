@@ -32,6 +32,9 @@ artifact_dir = "build/artifact"  # on the control machine, made by `make artifac
 # --- Prometheus (standalone, outside compose) ------------------------------------------------
 prometheus_listen_address = "127.0.0.1:9090"
 prometheus_retention = "15d"
+# Repository files, relative to the repo root; a site may point them at its own copies.
+prometheus_config_file = "files/prometheus.yml"
+prometheus_rules_dir = "files/prometheus"
 node_exporter_listen_address = "127.0.0.1:9100"
 
 # --- Backup ----------------------------------------------------------------------------------

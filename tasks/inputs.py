@@ -148,27 +148,26 @@ def artifact() -> Artifact:
     return _artifact(str(REPO / host.data.artifact_dir))
 
 
-@cache
 def check_prometheus_config() -> None:
-    """promtool on the control machine, with the rules laid out where the config expects them."""
+    _check_prometheus_config(
+        str(REPO / host.data.prometheus_config_file), str(REPO / host.data.prometheus_rules_dir)
+    )
+
+
+@cache
+def _check_prometheus_config(config_file: str, rules_dir: str) -> None:
+    """promtool here, on the files laid out as on the host (rule_files are relative: rules/)."""
     promtool = shutil.which("promtool")
     if promtool is None:
         raise DeployError("promtool is missing on this machine: apt-get install prometheus")
     with tempfile.TemporaryDirectory() as tmp:
-        config = (REPO / "files" / "prometheus.yml").read_text()
-        rules = Path(tmp) / "rules"
-        rules.mkdir()
-        for rule_file in (REPO / "files" / "prometheus").glob("*.yml"):
-            shutil.copy(rule_file, rules / rule_file.name)
-        checked = Path(tmp) / "prometheus.yml"
-        checked.write_text(config.replace("/etc/prometheus/rules/", f"{rules}/"))
-        for command in (
-            [promtool, "check", "config", str(checked)],
-            [promtool, "check", "rules", *map(str, rules.glob("*.yml"))],
-        ):
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise DeployError(
-                    f"files/prometheus.yml or its rules are invalid "
-                    f"({' '.join(command[1:3])}):\n{result.stdout}{result.stderr}"
-                )
+        shutil.copy(config_file, Path(tmp) / "prometheus.yml")
+        shutil.copytree(rules_dir, Path(tmp) / "rules")
+        command = [promtool, "check", "config", str(Path(tmp) / "prometheus.yml")]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).replace(tmp, "")
+            raise DeployError(
+                f"{config_file} or the rules in {rules_dir} are invalid "
+                f"(promtool check config):\n{output}"
+            )

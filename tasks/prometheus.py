@@ -1,3 +1,4 @@
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
@@ -22,13 +23,13 @@ def standalone_prometheus() -> None:
     staged = [
         files.put(
             name="Stage prometheus.yml",
-            src="files/prometheus.yml",
+            src=host.data.prometheus_config_file,
             dest=f"{STAGED}/prometheus.yml",
             mode="0644",
         ),
         files.sync(
             name="Stage the alert rules",
-            src="files/prometheus",
+            src=host.data.prometheus_rules_dir,
             dest=f"{STAGED}/rules",
             mode="0644",
             dir_mode="0755",

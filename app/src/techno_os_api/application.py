@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from techno_os_api import __version__
 from techno_os_api.api import errors
 from techno_os_api.api.deps import Services
-from techno_os_api.api.main import api_router
+from techno_os_api.api.main import routers
 from techno_os_api.core.config import ALLOWLIST_ENV, Settings, load_settings
 from techno_os_api.db.engine import create_engine
 from techno_os_api.db.preferences import PreferencesRepository
@@ -135,5 +135,6 @@ def create_app(
     )
     app.state.services = services
     errors.install(app)
-    app.include_router(api_router)
+    for router in routers:
+        app.include_router(router)
     return app

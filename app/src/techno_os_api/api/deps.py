@@ -26,25 +26,26 @@ class Services:
     http_client: httpx.AsyncClient
 
 
-def get_services(request: Request) -> Services:
+def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_gateway(request: Request) -> LLMGateway:
-    return get_services(request).gateway
+# Async on purpose: FastAPI runs sync dependencies in a worker thread, a thread hop per request.
+async def get_gateway(request: Request) -> LLMGateway:
+    return _services(request).gateway
 
 
-def get_metrics(request: Request) -> Metrics:
-    return get_services(request).metrics
+async def get_metrics(request: Request) -> Metrics:
+    return _services(request).metrics
 
 
-def get_engine(request: Request) -> AsyncEngine:
-    return get_services(request).engine
+async def get_engine(request: Request) -> AsyncEngine:
+    return _services(request).engine
 
 
-def get_preferences(request: Request) -> PreferencesRepository:
-    return get_services(request).preferences
+async def get_preferences(request: Request) -> PreferencesRepository:
+    return _services(request).preferences
 
 
 GatewayDep = Annotated[LLMGateway, Depends(get_gateway)]

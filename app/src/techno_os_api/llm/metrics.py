@@ -122,6 +122,9 @@ class Metrics:
             ["provider", "error_type"],
             registry=self.registry,
         )
+        # Label children cached per provider: `labels()` is a lock and a dict walk per call.
+        self._latency: dict[str, Histogram] = {}
+        self._tokens: dict[str, tuple[Counter, Counter]] = {}
         # Series exist from start-up for every provider that may be called, so rates and
         # alerts see zeros rather than absent series.
         for provider in self.providers:
@@ -135,11 +138,20 @@ class Metrics:
         self.registry.register(_CircuitStateCollector(states))
 
     def observe_call(self, provider: str, seconds: float) -> None:
-        self.latency.labels(provider=provider).observe(seconds)
+        child = self._latency.get(provider)
+        if child is None:
+            child = self._latency[provider] = self.latency.labels(provider=provider)
+        child.observe(seconds)
 
     def count_tokens(self, provider: str, prompt: int, completion: int) -> None:
-        self.tokens.labels(provider=provider, type="prompt").inc(prompt)
-        self.tokens.labels(provider=provider, type="completion").inc(completion)
+        children = self._tokens.get(provider)
+        if children is None:
+            children = self._tokens[provider] = (
+                self.tokens.labels(provider=provider, type="prompt"),
+                self.tokens.labels(provider=provider, type="completion"),
+            )
+        children[0].inc(prompt)
+        children[1].inc(completion)
 
     def count_error(self, provider: str, error_type: str) -> None:
         if error_type not in ERROR_TYPES:
