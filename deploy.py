@@ -4,6 +4,7 @@ pyinfra inventories/prod.py deploy.py     production
 pyinfra inventories/local.py deploy.py    the local VM (make deploy)
 """
 
+from tasks.alertmanager import alertmanager
 from tasks.backup import backup_and_cron
 from tasks.base import base_system
 from tasks.docker import docker_engine
@@ -11,6 +12,7 @@ from tasks.environment import environment_file
 from tasks.images import build_images
 from tasks.node_exporter import node_exporter
 from tasks.prometheus import standalone_prometheus
+from tasks.proxy import reverse_proxy
 from tasks.stack import compose_stack
 from tasks.validate import validate_inputs
 
@@ -22,4 +24,6 @@ env = environment_file()
 compose_stack(inputs_changed=[*images, env])
 standalone_prometheus()
 node_exporter()
+alertmanager()
+reverse_proxy()
 backup_and_cron()

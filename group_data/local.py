@@ -6,3 +6,12 @@ llm_standin = True
 # path (HTTP, breaker, timeout) without leaving the machine.
 llm_allowed_providers = ["fake", "openai"]
 llm_base_urls = {"openai": "http://techno-os-llm-standin:8080/v1"}
+
+# Alerting and exposure: quick notifications for the drills, captured by the sandbox's webhook
+# sink; the proxy serves techno-os.test with Caddy's local CA (tests trust its root).
+alert_webhook_url = "http://127.0.0.1:9095/alerts"
+alert_webhook_sink = True
+alertmanager_group_wait = "5s"
+alertmanager_group_interval = "15s"
+public_domain = "techno-os.test"
+tls_mode = "internal"

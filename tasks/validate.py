@@ -14,3 +14,5 @@ def validate_inputs() -> None:
     inputs.secrets()
     inputs.artifact()
     inputs.check_prometheus_config()
+    inputs.check_alerting()
+    inputs.check_proxy()

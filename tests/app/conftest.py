@@ -6,12 +6,16 @@ Nothing is mocked: the app talks to the stand-in over HTTP and to PostgreSQL ove
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from app_helpers import APP_ENV_VARS, AppClient, FakeClock, run_migrate
 from pgserver import PostgresServer
 from standin import StandIn
@@ -92,3 +96,32 @@ def make_app(database: PostgresServer, standin: StandIn, clock: FakeClock) -> Ap
             yield AppClient(app, http)
 
     return factory
+
+
+@pytest.fixture
+def served(database: PostgresServer, standin: StandIn) -> Iterator[str]:
+    """The app under a real uvicorn on a free loopback port; yields its /v1 base URL."""
+    settings = Settings(
+        **database.settings,
+        veritta_llm_allowed_providers="fake,openai",
+        openai_api_key="sk-upstream",
+        openai_base_url=standin.url,
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

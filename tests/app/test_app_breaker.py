@@ -118,3 +118,20 @@ def test_rejects_nonsense_configuration():
         CircuitBreaker(0, 60)
     with pytest.raises(ValueError):
         CircuitBreaker(3, 0)
+
+
+def test_gateway_core_does_not_import_the_web_framework():
+    import ast
+    from pathlib import Path
+
+    import techno_os_api.llm
+
+    for path in Path(techno_os_api.llm.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in ("fastapi", "starlette"), f"{path.name}: {name}"

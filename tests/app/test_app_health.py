@@ -97,3 +97,20 @@ async def test_metrics_pass_promtool_check(make_app, standin):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == ""
+
+
+async def test_head_health_has_headers_and_no_body(make_app):
+    async with make_app() as client:
+        response = await client.http.head("/health")
+    assert response.status_code == 200
+    assert response.headers["content-length"] == "15"
+    assert response.content == b""
+
+
+async def test_health_is_documented_in_openapi(make_app):
+    async with make_app() as client:
+        schema = (await client.http.get("/openapi.json")).json()
+    assert {"/health", "/ready", "/version", "/metrics", "/v1/chat/completions"} <= set(
+        schema["paths"]
+    )
+    assert schema["info"]["version"] == __version__

@@ -2,47 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
-
 import openai
 import pytest
-import uvicorn
-from pgserver import PostgresServer
-from standin import StandIn
-from techno_os_api.application import create_app
-from techno_os_api.core.config import Settings
-
-
-@pytest.fixture
-def served(database: PostgresServer, standin: StandIn) -> Iterator[str]:
-    """The app under a real uvicorn on a free loopback port; yields its /v1 base URL."""
-    settings = Settings(
-        **database.settings,
-        veritta_llm_allowed_providers="fake,openai",
-        openai_api_key="sk-upstream",
-        openai_base_url=standin.url,
-    )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def client(base_url: str) -> openai.OpenAI:

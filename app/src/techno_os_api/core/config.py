@@ -22,8 +22,6 @@ KNOWN_PROVIDERS: Final[tuple[str, ...]] = (
     "xai",
     "deepseek",
 )
-# Providers reached over the network; each needs <NAME>_API_KEY.
-REMOTE_PROVIDERS: Final[tuple[str, ...]] = tuple(p for p in KNOWN_PROVIDERS if p != "fake")
 
 ALLOWLIST_ENV: Final = "VERITTA_LLM_ALLOWED_PROVIDERS"
 

@@ -88,7 +88,7 @@ class Metrics:
 
     def __init__(self, version: str, providers: Iterable[str]) -> None:
         # No `*_created` series: they double the exposition and nothing here reads them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.providers = tuple(providers)
         ProcessCollector(registry=self.registry)

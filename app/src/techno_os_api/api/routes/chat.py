@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import Response
 
 from techno_os_api.api.deps import GatewayDep
 from techno_os_api.llm.schemas import ChatCompletionRequest, ChatCompletionResponse
@@ -12,6 +13,7 @@ router = APIRouter(tags=["llm"])
 
 @router.post(
     "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
     responses={
         400: {"description": "unknown provider prefix"},
         403: {"description": "provider not allowed by VERITTA_LLM_ALLOWED_PROVIDERS"},
@@ -20,9 +22,9 @@ router = APIRouter(tags=["llm"])
         504: {"description": "the provider did not answer within LLM_TIMEOUT_SECONDS"},
     },
 )
-async def chat_completions(
-    body: ChatCompletionRequest, gateway: GatewayDep
-) -> ChatCompletionResponse:
+async def chat_completions(body: ChatCompletionRequest, gateway: GatewayDep) -> Response:
     """`model` is `provider/model` (`openai/gpt-4o-mini`, `fake/echo`) or a bare model name for
     LLM_PROVIDER."""
-    return await gateway.chat(body)
+    completion = await gateway.chat(body)
+    # Already a validated model: serialise it once, without FastAPI validating it again.
+    return Response(completion.model_dump_json(), media_type="application/json")
