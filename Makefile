@@ -50,7 +50,7 @@ tunnel: venv ## Forward the VM's loopback API (8000) and Prometheus (9090) here
 lint: venv host-deps ## ruff, mypy and shellcheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app/src/techno_os_api
+	$(BIN)/mypy --config-file app/pyproject.toml app/src/techno_os_api
 	shellcheck files/scripts/*.sh files/images/*/*.sh tools/*.sh .ci/run
 
 test-app: venv host-deps ## App tests: real PostgreSQL, loopback provider stand-ins

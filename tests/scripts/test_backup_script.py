@@ -322,7 +322,7 @@ def small_tmpfs(tmp_path: Path):
     path.mkdir()
     mount = run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", path], check=False)
     if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+        pytest.fail(f"cannot mount a tmpfs here (run as root): {mount.stderr.strip()}")
     try:
         yield path
     finally:
