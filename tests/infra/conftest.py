@@ -39,6 +39,8 @@ SECTIONS = {
     "test_backup_restore.py": "Backup e restore",
     "test_cron_and_env.py": "Configurar cron; variáveis env obrigatórias",
     "test_exposure.py": "Exposição: portas só em loopback",
+    "test_alerting.py": "Alertas (Prometheus, Alertmanager)",
+    "test_tls_proxy.py": "Produção: proxy HTTPS (api., prometheus.)",
     "test_breakage.py": "Os checks falham quando algo quebra [drill]",
     "test_standin.py": "Stand-in do provider (self-test, local)",
 }
