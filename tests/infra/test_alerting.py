@@ -250,10 +250,23 @@ def test_failed_backup_fires_backup_failed_and_a_good_backup_clears_it(
     finally:
         good = t.run(script)  # leaves the host with a fresh, good backup and its metrics
     assert good.rc == 0, f"the good backup failed: {(good.stdout + good.stderr)[-800:]}"
+    recovered = time.monotonic()
     wait_until(
         lambda: not alert_states(t, "BackupFailed"),
         timeout=120,
         interval=1,
         what="BackupFailed resolved after a good backup",
     )
-    report(capsys, record_property, failed_backup_to_firing=fired, failed_to_notification=notified)
+    wait_until(
+        lambda: notification(t, seen, "BackupFailed", "resolved"),
+        timeout=120,
+        interval=1,
+        what="a resolved BackupFailed notification at the webhook sink",
+    )
+    report(
+        capsys,
+        record_property,
+        failed_backup_to_firing=fired,
+        failed_backup_to_notification=notified,
+        good_backup_to_resolved_notification=time.monotonic() - recovered,
+    )
