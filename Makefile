@@ -11,6 +11,8 @@ INVENTORY ?= inventories/local.py
 FRESH_SANDBOX ?= $(CI)
 ARCHS ?= x86_64 aarch64
 PYTEST := $(BIN)/pytest -p no:cacheprovider
+# Deploys and suites that change or read the sandbox take turns (two terminals, two sessions).
+ONE_AT_A_TIME := flock /tmp/techno-os-$(or $(SANDBOX_NAME),techno-os-vm).lock
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,7 +35,7 @@ sandbox: venv host-deps ## Create the local VM techno-os-vm (SSH on 127.0.0.1:22
 	$(BIN)/python tools/sandbox.py up
 
 deploy: venv artifact ## Deploy to INVENTORY (default: the local VM)
-	$(BIN)/pyinfra -y $(INVENTORY) deploy.py
+	$(ONE_AT_A_TIME) $(BIN)/pyinfra -y $(INVENTORY) deploy.py
 
 up: host-deps venv artifact sandbox deploy ## Fresh machine -> healthy stack in the local VM
 	@touch /tmp/techno-os-sandbox-ready
@@ -64,18 +66,18 @@ test-alerts: venv host-deps ## promtool check config/rules and rule unit tests
 	$(PYTEST) tests/alerts
 
 test-deploy: venv ## Bad inputs stop the deploy before any change (against INVENTORY)
-	INVENTORY=$(INVENTORY) $(PYTEST) tests/deploy
+	$(ONE_AT_A_TIME) INVENTORY=$(INVENTORY) $(PYTEST) tests/deploy
 
 idempotence: venv ## A second deploy of an unchanged tree must change nothing
-	$(BIN)/python tools/check_idempotence.py $(INVENTORY)
+	$(ONE_AT_A_TIME) $(BIN)/python tools/check_idempotence.py $(INVENTORY)
 
 verify: venv ## Read-only runbook checks against INVENTORY (safe on production)
 	@mkdir -p reports
-	INVENTORY=$(INVENTORY) $(PYTEST) tests/infra -m readonly --junitxml=reports/infra-readonly.xml
+	$(ONE_AT_A_TIME) INVENTORY=$(INVENTORY) $(PYTEST) tests/infra -m readonly --junitxml=reports/infra-readonly.xml
 
 drills: venv ## State-changing drills (refused unless the inventory is disposable)
 	@mkdir -p reports
-	INVENTORY=$(INVENTORY) $(PYTEST) tests/infra -m drill --junitxml=reports/infra-drills.xml
+	$(ONE_AT_A_TIME) INVENTORY=$(INVENTORY) $(PYTEST) tests/infra -m drill --junitxml=reports/infra-drills.xml
 
 test: lint test-app test-alerts test-scripts up idempotence test-deploy verify drills ## Everything CI runs
 

@@ -28,3 +28,16 @@ class ComposeServicesRunning(FactBase[bool]):
 
     def process(self, output: list[str]) -> bool:
         return "".join(output).strip() == "yes"
+
+
+class PathsDiffer(FactBase[bool]):
+    """True when two files or trees differ, or one is missing (a hand edit, say)."""
+
+    def command(self, first: str, second: str) -> str:
+        return (
+            f"diff -rq {shlex.quote(first)} {shlex.quote(second)} >/dev/null 2>&1 "
+            "&& echo same || echo differ"
+        )
+
+    def process(self, output: list[str]) -> bool:
+        return "".join(output).strip() != "same"

@@ -15,7 +15,7 @@ set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 readonly REPO_DIR
-readonly INVENTORY="${INVENTORY:-inventories/prod.py}"
+export INVENTORY="${INVENTORY:-inventories/prod.py}"
 readonly REPORTS_DIR="${REPORTS_DIR:-reports/nightly}"
 readonly KEEP_DAYS="${KEEP_DAYS:-30}"
 
@@ -31,7 +31,7 @@ main() {
     stamp="$(date -u +%Y%m%dT%H%M%SZ)"
     run_dir="$REPORTS_DIR/$stamp"
     mkdir -p "$run_dir"
-    INVENTORY="$INVENTORY" .venv/bin/pytest -p no:cacheprovider tests/infra -m readonly \
+    .venv/bin/pytest -p no:cacheprovider tests/infra -m readonly \
         --junitxml="$run_dir/infra-junit.xml" 2>&1 | tee "$run_dir/pytest.log" || rc=$?
     ln -sfn "$stamp" "$REPORTS_DIR/latest"
     prune_old_reports

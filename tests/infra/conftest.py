@@ -96,9 +96,11 @@ def drill_target(target: Target) -> Target:
 
 # --- the drill guard ------------------------------------------------------------------------
 def pytest_collection_finish(session: pytest.Session) -> None:
-    drills = [i for i in session.items if i.get_closest_marker("drill")]
-    for item in session.items:
-        _sections[item.nodeid] = SECTIONS.get(Path(str(item.path)).name, item.module.__name__)
+    here = Path(__file__).parent
+    ours = [i for i in session.items if Path(str(i.path)).parent == here]
+    drills = [i for i in ours if i.get_closest_marker("drill")]
+    for item in ours:
+        _sections[item.nodeid] = SECTIONS.get(Path(str(item.path)).name, Path(str(item.path)).name)
     if not drills or session.config.option.collectonly:
         return
     refused = [h.name for h in _hosts() if h.data.get("disposable") is not True]
@@ -114,6 +116,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 # --- the one-screen summary --------------------------------------------------------------------
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.nodeid not in _sections:  # a test outside tests/infra, in a combined run
+        return
     previous = _outcomes.get(report.nodeid, "passed")
     if report.failed:
         _outcomes[report.nodeid] = "failed"
