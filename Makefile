@@ -12,7 +12,7 @@ FRESH_SANDBOX ?= $(CI)
 ARCHS ?= x86_64 aarch64
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 # Deploys and suites that change or read the sandbox take turns (two terminals, two sessions).
-ONE_AT_A_TIME := flock /tmp/techno-os-$(or $(SANDBOX_NAME),techno-os-vm).lock
+ONE_AT_A_TIME := flock /tmp/techno-os-$(or $(SANDBOX_NAME),techno-os-vm).lock env
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -79,7 +79,7 @@ drills: venv ## State-changing drills (refused unless the inventory is disposabl
 	@mkdir -p reports
 	$(ONE_AT_A_TIME) INVENTORY=$(INVENTORY) $(PYTEST) tests/infra -m drill --junitxml=reports/infra-drills.xml
 
-test: lint test-app test-alerts test-scripts up idempotence test-deploy verify drills ## Everything CI runs
+test: lint test-app test-alerts test-scripts up idempotence test-deploy drills verify ## Everything CI runs
 
 bench: venv ## Benchmarks (figures go to docs/benchmarks.md)
 	$(BIN)/python bench/bench_gateway.py
