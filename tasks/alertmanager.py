@@ -4,6 +4,7 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from tasks import inputs
+from tasks.services import keep_service
 
 CONFIG = "/etc/prometheus/alertmanager.yml"
 STAGED = "/etc/prometheus/staged/alertmanager.yml"
@@ -83,16 +84,4 @@ def alertmanager() -> None:
         ],
         _if=any_changed(staged),
     )
-    systemd.service(
-        name="Keep Alertmanager enabled and running; restart on new flags",
-        service="prometheus-alertmanager",
-        running=True,
-        enabled=True,
-        restarted=defaults.will_change,
-    )
-    server.shell(
-        name="Reload Alertmanager after a config change",
-        # reload-or-restart: also recovers an Alertmanager that a bad config had stopped.
-        commands=["systemctl reload-or-restart prometheus-alertmanager"],
-        _if=installed.did_change,
-    )
+    keep_service("prometheus-alertmanager", config_installed=installed, flags=defaults)

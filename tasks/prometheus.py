@@ -1,9 +1,10 @@
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
 from tasks.facts import PathsDiffer
+from tasks.services import keep_service
 
 STAGED = "/etc/prometheus/staged"
 
@@ -53,16 +54,4 @@ def standalone_prometheus() -> None:
         # puts back what the repository says.
         _if=(lambda: True) if drifted else any_changed(*staged),
     )
-    systemd.service(
-        name="Keep Prometheus enabled and running; restart on new listen flags",
-        service="prometheus",
-        running=True,
-        enabled=True,
-        restarted=defaults.will_change,
-    )
-    server.shell(
-        name="Reload Prometheus after a config change",
-        # reload-or-restart: also recovers a Prometheus that an earlier bad config had stopped.
-        commands=["systemctl reload-or-restart prometheus"],
-        _if=installed.did_change,
-    )
+    keep_service("prometheus", config_installed=installed, flags=defaults)

@@ -3,9 +3,10 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, server
 
 from tasks import inputs
+from tasks.services import keep_service
 
 CADDYFILE = "/etc/caddy/Caddyfile"
 STAGED = "/etc/caddy/staged"
@@ -62,15 +63,4 @@ def reverse_proxy() -> None:
         ],
         _if=staged.did_change,
     )
-    systemd.service(
-        name="Keep Caddy enabled and running",
-        service="caddy",
-        running=True,
-        enabled=True,
-    )
-    server.shell(
-        name="Reload Caddy after a Caddyfile change",
-        # reload-or-restart: also starts a Caddy that an earlier bad config had stopped.
-        commands=["systemctl reload-or-restart caddy"],
-        _if=installed.did_change,
-    )
+    keep_service("caddy", config_installed=installed)
