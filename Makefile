@@ -38,7 +38,6 @@ deploy: venv artifact ## Deploy to INVENTORY (default: the local VM)
 	$(ONE_AT_A_TIME) $(BIN)/pyinfra -y $(INVENTORY) deploy.py
 
 up: host-deps venv artifact sandbox deploy ## Fresh machine -> healthy stack in the local VM
-	@touch /tmp/techno-os-sandbox-ready
 
 down: venv ## Destroy the local VM and its volumes
 	$(BIN)/python tools/sandbox.py down

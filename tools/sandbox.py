@@ -32,7 +32,6 @@ import docker.errors
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = REPO / ".sandbox"
 BASE_IMAGE_SCRIPT = REPO / "files" / "images" / "base" / "build_base_image.sh"
-READY_FILE = Path("/tmp/techno-os-sandbox-ready")
 
 
 @dataclass(frozen=True)
@@ -253,7 +252,6 @@ def up(settings: SandboxSettings) -> None:
     if container.status != "running":
         container.start()
     wait_for_ssh(settings)
-    READY_FILE.unlink(missing_ok=True)
     say(
         f"{settings.name} is up: ssh -i {settings.key_path} -p {settings.ssh_port} "
         f"root@{settings.bind_address}"
@@ -269,7 +267,6 @@ def down(settings: SandboxSettings) -> None:
     with contextlib.suppress(docker.errors.NotFound):
         client.volumes.get(settings.docker_volume).remove(force=True)
     settings.known_hosts.unlink(missing_ok=True)
-    READY_FILE.unlink(missing_ok=True)
 
 
 def status(settings: SandboxSettings) -> None:
