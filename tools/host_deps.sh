@@ -16,6 +16,7 @@ declare -A NEEDED=(
     [ssh]=openssh-client
     [ssh-keygen]=openssh-client
     [flock]=util-linux
+    [wrk]=wrk
 )
 
 missing_packages() {
