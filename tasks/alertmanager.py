@@ -1,9 +1,9 @@
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
 
 from tasks import inputs
+from tasks.facts import PathsDiffer
 from tasks.services import keep_service
 
 CONFIG = "/etc/prometheus/alertmanager.yml"
@@ -76,12 +76,14 @@ def alertmanager() -> None:
         severities=inputs.ALERT_SEVERITIES,
         **inputs.alerting_secrets(),
     )
+    drifted = host.get_fact(PathsDiffer, first=STAGED, second=CONFIG)
     installed = server.shell(
         name="Check the staged config with amtool and install it",
         commands=[
             f"amtool check-config {STAGED}",
             f"install -m 0640 -o root -g prometheus {STAGED} {CONFIG}",
         ],
-        _if=any_changed(staged),
+        # Also when the live config drifted from the staged one (edited by hand).
+        _if=staged.did_change if not drifted else (lambda: True),
     )
     keep_service("prometheus-alertmanager", config_installed=installed, flags=defaults)

@@ -6,6 +6,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 
 from tasks import inputs
+from tasks.facts import PathsDiffer
 from tasks.services import keep_service
 
 CADDYFILE = "/etc/caddy/Caddyfile"
@@ -54,6 +55,7 @@ def reverse_proxy() -> None:
         mode="0640",
         basic_auth_hash=inputs.proxy_basic_auth_hash(),
     )
+    drifted = host.get_fact(PathsDiffer, first=f"{STAGED}/Caddyfile", second=CADDYFILE)
     installed = server.shell(
         name="Validate the staged Caddyfile (caddy validate) and install it",
         commands=[
@@ -61,6 +63,7 @@ def reverse_proxy() -> None:
             f"--config {STAGED}/Caddyfile --adapter caddyfile",
             f"install -m 0640 -o root -g caddy {STAGED}/Caddyfile {CADDYFILE}",
         ],
-        _if=staged.did_change,
+        # Also when the live Caddyfile drifted from the staged one (edited by hand).
+        _if=staged.did_change if not drifted else (lambda: True),
     )
     keep_service("caddy", config_installed=installed)
