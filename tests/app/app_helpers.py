@@ -11,7 +11,10 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from techno_os_api.auth import keys
+from techno_os_api.auth.keys import BudgetPeriod, ClientKey, Role
 from techno_os_api.core.config import Settings
+from techno_os_api.db.api_keys import KeyRepository, NewKey
 
 # Every variable the app reads; cleared so the developer's environment cannot leak into a test.
 APP_ENV_VARS = frozenset(name.upper() for name in Settings.model_fields)
@@ -30,10 +33,51 @@ class FakeClock:
         self.now += seconds
 
 
+async def create_key(
+    repository: KeyRepository,
+    *,
+    user: str = "tests",
+    role: Role = Role.ADMIN,
+    budget_period: BudgetPeriod = BudgetPeriod.MONTH,
+    **fields: Any,
+) -> tuple[ClientKey, str]:
+    """A client key stored in the test database; returns it and its secret."""
+    secret = keys.new_secret()
+    key = await repository.create(
+        NewKey(
+            id=keys.new_key_id(),
+            key_hash=keys.digest(secret),
+            key_prefix=keys.display_prefix(secret),
+            name=fields.pop("name", "test key"),
+            user_id=user,
+            role=role,
+            budget_period=budget_period,
+            **fields,
+        )
+    )
+    return key, secret
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
 @dataclass
 class AppClient:
+    """An app under test. `http` sends the admin key `key` unless a request says otherwise."""
+
     app: FastAPI
     http: httpx.AsyncClient
+    key: str = ""
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
+
+    async def new_key(self, **fields: Any) -> str:
+        """Create a key (user key unless role=Role.ADMIN) and return its secret."""
+        fields.setdefault("role", Role.USER)
+        return (await create_key(self.services.keys, **fields))[1]
 
     async def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         response = await self.http.get("/metrics")

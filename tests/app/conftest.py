@@ -6,21 +6,26 @@ Nothing is mocked: the app talks to the stand-in over HTTP and to PostgreSQL ove
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from app_helpers import APP_ENV_VARS, AppClient, FakeClock, run_migrate
+from app_helpers import APP_ENV_VARS, AppClient, FakeClock, bearer, create_key, run_migrate
 from pgserver import PostgresServer
 from standin import StandIn
 from techno_os_api.application import create_app
 from techno_os_api.core.config import Settings
+from techno_os_api.db.api_keys import KeyRepository
+from techno_os_api.db.engine import DatabaseUnavailable, create_engine
 
 
 @pytest.fixture(autouse=True)
@@ -93,14 +98,33 @@ def make_app(database: PostgresServer, standin: StandIn, clock: FakeClock) -> Ap
                 transport=httpx.ASGITransport(app=app), base_url="http://testserver"
             ) as http,
         ):
-            yield AppClient(app, http)
+            secret = ""
+            # Some tests point the app at a database that is down on purpose: no key then.
+            with contextlib.suppress(DatabaseUnavailable):
+                _, secret = await create_key(app.state.services.keys, name="make_app admin")
+                http.headers.update(bearer(secret))
+            yield AppClient(app, http, secret)
 
     return factory
 
 
+async def _admin_key(settings: Settings) -> str:
+    engine = create_engine(settings, pooled=False)
+    try:
+        return (await create_key(KeyRepository(engine), name="served admin"))[1]
+    finally:
+        await engine.dispose()
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str  # the /v1 base URL
+    key: str  # an admin client key
+
+
 @pytest.fixture
-def served(database: PostgresServer, standin: StandIn) -> Iterator[str]:
-    """The app under a real uvicorn on a free loopback port; yields its /v1 base URL."""
+def served(database: PostgresServer, standin: StandIn) -> Iterator[Served]:
+    """The app under a real uvicorn on a free loopback port, and an admin key for it."""
     settings = Settings(
         **database.settings,
         veritta_llm_allowed_providers="fake,openai",
@@ -119,8 +143,9 @@ def served(database: PostgresServer, standin: StandIn) -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
+    secret = asyncio.run(_admin_key(settings))
     try:
-        yield f"http://127.0.0.1:{port}/v1"
+        yield Served(f"http://127.0.0.1:{port}/v1", secret)
     finally:
         server.should_exit = True
         thread.join(10)

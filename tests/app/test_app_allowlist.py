@@ -37,7 +37,8 @@ async def test_provider_outside_the_list_is_403_before_any_network(make_app, sta
                 "message": f"provider '{name}' is not allowed by VERITTA_LLM_ALLOWED_PROVIDERS "
                 "(it allows only: fake, openai)",
                 "type": "not_allowed",
-                "code": 403,
+                "param": "model",
+                "code": "not_allowed",
                 "provider": name,
             }
             assert (

@@ -121,10 +121,10 @@ async def test_rate_limit_429_trips_the_breaker(make_app, standin):
     async with make_app(**OPENAI) as client:
         for _ in range(3):
             response = await call(client)
-            assert response.status_code == 502
-            assert response.json()["error"]["type"] == "provider_error"
+            assert response.status_code == 429
+            assert response.json()["error"]["type"] == "provider_rate_limited"
         assert await state(client) == 1
-        assert await errors(client, "provider_error") == 3
+        assert await errors(client, "rate_limited") == 3
 
 
 async def test_other_4xx_are_surfaced_and_do_not_trip(make_app, standin):
@@ -132,17 +132,25 @@ async def test_other_4xx_are_surfaced_and_do_not_trip(make_app, standin):
     async with make_app(**OPENAI) as client:
         for _ in range(5):
             response = await call(client)
-            assert response.status_code == 502
+            assert response.status_code == 400
             error = response.json()["error"]
             assert error["type"] == "client_error"
             assert error["upstream_status"] == 400
-            assert "HTTP 400" in error["message"] and "stand-in failure 400" in error["message"]
+            assert error["message"] == "openai rejected the request: stand-in failure 400"
+            assert response.headers["x-should-retry"] == "false"
+        # A bad provider key is the operator's problem: 502, never retried, breaker untouched.
         standin.behave(status=401)
         response = await call(client)
-        assert response.json()["error"]["upstream_status"] == 401
+        assert response.status_code == 502
+        error = response.json()["error"]
+        assert error["type"] == "provider_auth_error"
+        assert error["upstream_status"] == 401
+        assert "check OPENAI_API_KEY" in error["message"]
+        assert response.headers["x-should-retry"] == "false"
         assert standin.count == 6
         assert await state(client) == 0
-        assert await errors(client, "client_error") == 6
+        assert await errors(client, "client_error") == 5
+        assert await errors(client, "provider_auth_error") == 1
         assert await errors(client, "provider_error") == 0
 
 

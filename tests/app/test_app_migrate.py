@@ -28,7 +28,7 @@ async def test_migration_created_user_preferences(database):
         "created_at": "timestamp with time zone",
         "updated_at": "timestamp with time zone",
     }
-    assert version == "0001"
+    assert version == "0002"
 
 
 def test_migrate_is_idempotent(database):

@@ -6,8 +6,8 @@ import openai
 import pytest
 
 
-def client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url, api_key="client-key-unused", max_retries=0)
+def client(served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served.url, api_key=served.key, max_retries=0)
 
 
 def test_sdk_chat_completion_with_fake_provider(served):
@@ -33,7 +33,7 @@ def test_sdk_through_to_an_openai_format_provider(served, standin):
     )
     assert completion.choices[0].message.content == "stand-in reply"
     assert completion.usage is not None and completion.usage.completion_tokens == 11
-    # The client's key stays with the client; the provider gets the gateway's key.
+    # The client's key stays with the gateway; the provider gets the gateway's own key.
     assert standin.received[0].headers["authorization"] == "Bearer sk-upstream"
 
 

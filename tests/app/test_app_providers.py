@@ -75,7 +75,7 @@ async def test_anthropic_format_request(make_app, standin):
     assert "authorization" not in sent.headers
     assert sent.body["model"] == "claude-x"
     assert sent.body["system"] == "be brief"
-    assert sent.body["max_tokens"] == 1024  # required by the Messages API
+    assert sent.body["max_tokens"] == 4096  # required by the Messages API: LLM_DEFAULT_MAX_TOKENS
     assert [m["role"] for m in sent.body["messages"]] == ["user", "assistant", "user"]
 
 

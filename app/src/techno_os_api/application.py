@@ -19,13 +19,18 @@ from techno_os_api import __version__
 from techno_os_api.api import errors
 from techno_os_api.api.deps import Services
 from techno_os_api.api.main import routers
+from techno_os_api.auth.admission import Admitter
+from techno_os_api.auth.authenticator import Authenticator
 from techno_os_api.core.config import ALLOWLIST_ENV, Settings, load_settings
+from techno_os_api.db.api_keys import KeyRepository
 from techno_os_api.db.engine import create_engine
 from techno_os_api.db.preferences import PreferencesRepository
 from techno_os_api.llm.breaker import Clock
 from techno_os_api.llm.gateway import LLMGateway
 from techno_os_api.llm.metrics import Metrics
+from techno_os_api.llm.pricing import PriceTable
 from techno_os_api.llm.providers import build_providers
+from techno_os_api.llm.transport import Redactor, Transport
 
 log = logging.getLogger("techno_os_api")
 
@@ -70,25 +75,33 @@ def build_services(
     engine: AsyncEngine | None = None,
     http_client: httpx.AsyncClient | None = None,
 ) -> Services:
-    metrics = Metrics(__version__, settings.veritta_llm_allowed_providers)
+    prices = PriceTable.load(settings.llm_prices_file)
+    metrics = Metrics(__version__, settings.veritta_llm_allowed_providers, prices.labels)
     client = http_client or httpx.AsyncClient(
         timeout=httpx.Timeout(settings.llm_timeout_seconds),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        limits=httpx.Limits(
+            max_connections=settings.llm_max_connections, max_keepalive_connections=20
+        ),
         headers={"User-Agent": f"techno-os-api/{__version__}"},
     )
-    providers = build_providers(settings, client)
-    gateway = (
-        LLMGateway(settings, providers, metrics, clock)
-        if clock is not None
-        else LLMGateway(settings, providers, metrics)
+    transport = Transport(
+        client, settings.llm_max_response_bytes, Redactor(settings.secret_values())
     )
+    providers = build_providers(settings, transport)
     engine = engine or create_engine(settings)
+    keys = KeyRepository(engine)
+    clocks = {"clock": clock} if clock is not None else {}
+    admitter = Admitter(engine, settings, metrics, **clocks)
+    gateway = LLMGateway(settings, providers, metrics, prices, admitter, **clocks)
     return Services(
         settings=settings,
         metrics=metrics,
         gateway=gateway,
         engine=engine,
         preferences=PreferencesRepository(engine),
+        keys=keys,
+        authenticator=Authenticator(keys, settings, metrics, **clocks),
+        admitter=admitter,
         http_client=client,
     )
 
@@ -121,20 +134,35 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _log_configuration(services)
+        services.admitter.start()
         try:
             yield
         finally:
+            await services.admitter.stop()
             await services.http_client.aclose()
             await services.engine.dispose()
 
+    docs = settings.api_docs_enabled
     app = TechnoOSAPI(
         title="Techno OS API",
         version=__version__,
         summary="LLM gateway with a fail-closed allowlist, circuit breakers and metrics",
         lifespan=lifespan,
+        # Off unless API_DOCS_ENABLED: the schema tells a stranger every route and parameter.
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.services = services
     errors.install(app)
+    app.add_middleware(
+        errors.GuardMiddleware,
+        limits={
+            "/v1/chat/completions": settings.chat_max_body_bytes,
+            "/preferences/": settings.preferences_max_body_bytes,
+        },
+        default_limit=settings.other_max_body_bytes,
+    )
     for router in routers:
         app.include_router(router)
     return app

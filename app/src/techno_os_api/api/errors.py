@@ -1,10 +1,16 @@
-"""Every error is JSON in OpenAI's shape, `{"error": {"message", "type", ...}}`, so the OpenAI SDK
-shows the message; the status says what kind of failure it is."""
+"""Every error is JSON in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, so
+the official SDKs raise the matching exception; the kinds, with their statuses, are defined in
+`core/errors.py`.
+
+Public bodies never carry a driver's or an exception's text: the log keeps the detail. An
+unexpected exception becomes a complete 500 answer on a connection that stays usable (see
+`GuardMiddleware`), so one client's failure never breaks a connection the proxy reuses for
+another client.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,50 +18,35 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from techno_os_api.core import errors as e
+from techno_os_api.core.errors import APIError
 from techno_os_api.db.engine import DatabaseUnavailable
-from techno_os_api.llm.gateway import CircuitOpen, GatewayError, ProviderRejectedError
 
 log = logging.getLogger(__name__)
 
-# GatewayError.error_type -> HTTP status
-GATEWAY_STATUS: dict[str, int] = {
-    "unknown_provider": 400,
-    "not_allowed": 403,
-    "missing_api_key": 503,
-    "circuit_open": 503,
-    "timeout": 504,
-    "provider_error": 502,
-    "client_error": 502,
-}
+
+def error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(
+        error.body(), status_code=error.kind.status, headers=error.response_headers()
+    )
 
 
-def error_response(
-    status: int,
-    message: str,
-    error_type: str,
-    headers: Mapping[str, str] | None = None,
-    **extra: Any,
-) -> JSONResponse:
-    body = {"error": {"message": message, "type": error_type, "code": status, **extra}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, GatewayError)
-    extra: dict[str, Any] = {"provider": exc.provider}
-    headers = None
-    if isinstance(exc, CircuitOpen):
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-    if isinstance(exc, ProviderRejectedError):
-        extra["upstream_status"] = exc.upstream_status
-    status = GATEWAY_STATUS.get(exc.error_type, 502)
-    return error_response(status, exc.message, exc.error_type, headers, **extra)
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return error_response(exc)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("database unavailable: %s", exc)
-    return error_response(503, f"database unavailable: {exc}", "database_unavailable")
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        APIError(
+            e.DATABASE_UNAVAILABLE,
+            "the database is unavailable; retry shortly",
+            retry_after=5,
+        )
+    )
 
 
 def _problem(error: Mapping[str, Any]) -> str:
@@ -68,30 +59,119 @@ def _problem(error: Mapping[str, Any]) -> str:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [_problem(e) for e in exc.errors()]
+    errors = exc.errors()
+    problems = [_problem(err) for err in errors]
     details = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-        for e in exc.errors()
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "type": err.get("type")}
+        for err in errors
     ]
+    first_field = next(
+        (".".join(str(p) for p in err.get("loc", ())[1:]) for err in errors if err.get("loc")),
+        None,
+    )
     return error_response(
-        422, "invalid request: " + "; ".join(problems), "invalid_request_error", details=details
+        APIError(
+            e.INVALID_REQUEST,
+            "invalid request: " + "; ".join(problems),
+            param=first_field or None,
+            extra={"details": details},
+        )
     )
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    error_type = "not_found" if exc.status_code == 404 else "http_error"
-    return error_response(exc.status_code, str(exc.detail), error_type, exc.headers)
-
-
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal server error", "internal_error")
+    kind = {404: e.NOT_FOUND, 405: e.METHOD_NOT_ALLOWED, 413: e.REQUEST_TOO_LARGE}.get(
+        exc.status_code
+    )
+    if kind is None:
+        kind = e.ErrorKind("http_error", exc.status_code)
+    return error_response(APIError(kind, str(exc.detail), headers=exc.headers))
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+
+
+class GuardMiddleware:
+    """Bounds the request body by route and turns an unexpected exception into one logged
+    traceback and a complete 500 answer.
+
+    Starlette's own last-resort handler re-raises after answering, and uvicorn then closes the
+    connection (which a proxy may already be reusing for someone else's request): this one does
+    not re-raise. A body larger than its route's limit gets 413 as soon as its Content-Length (or
+    its streamed size) shows it, before it is read whole.
+    """
+
+    def __init__(self, app: ASGIApp, limits: Mapping[str, int], default_limit: int) -> None:
+        self.app = app
+        # Longest prefix first.
+        self._limits = sorted(limits.items(), key=lambda item: len(item[0]), reverse=True)
+        self._default = default_limit
+
+    def limit_for(self, path: str) -> int:
+        for prefix, limit in self._limits:
+            if path.startswith(prefix):
+                return limit
+        return self._default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > limit:
+                    await _send_error(send, _too_large(limit))
+                    return
+        received = 0
+        started = False
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, _too_large(limit).message)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, bounded_receive, tracking_send)
+        except HTTPException as exc:  # raised by bounded_receive outside a route
+            if not started:
+                await _send_error(send, APIError(e.REQUEST_TOO_LARGE, str(exc.detail)))
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await _send_error(send, APIError(e.INTERNAL, "internal server error"))
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(e.REQUEST_TOO_LARGE, f"request body larger than {limit} bytes")
+
+
+async def _send_error(send: Send, error: APIError) -> None:
+    response = error_response(error)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     llm_circuit_failure_threshold: int = Field(default=3, ge=1)
     llm_circuit_cooldown_seconds: float = Field(default=60.0, gt=0)
+    # The whole call, fallbacks included (default: twice LLM_TIMEOUT_SECONDS); each attempt
+    # gets the smaller of LLM_TIMEOUT_SECONDS and what is left of it.
+    llm_deadline_seconds: float | None = Field(default=None, gt=0, le=3600)
+    llm_stream_idle_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Ordered alternatives per provider: `openai=anthropic/claude-3-5-haiku-latest,google/
+    # gemini-2.0-flash;anthropic=openai/gpt-4o-mini`.
+    llm_fallbacks: Annotated[dict[str, tuple[str, ...]], NoDecode] = Field(default_factory=dict)
 
     openai_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
@@ -85,6 +92,41 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_access_log: bool = True
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # Peers whose X-Forwarded-For is believed (uvicorn --forwarded-allow-ips): the proxy only.
+    api_forwarded_allow_ips: str = "127.0.0.1"
+    api_docs_enabled: bool = Field(default=False, description="serve /docs, /redoc, /openapi.json")
+
+    # --- Client keys -------------------------------------------------------------------------
+    auth_cache_ttl_seconds: float = Field(default=30.0, gt=0)
+    auth_stale_max_seconds: float = Field(default=600.0, ge=0)
+    # Failed authentications from one client address in a clock minute before it gets 429.
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+    # Defaults of every key (a key's own values win): models it may call (empty: any allowed),
+    # a per-call max_tokens cap (unset: none), concurrent calls per API instance.
+    key_default_models: Annotated[tuple[str, ...], NoDecode] = ()
+    key_default_max_tokens: int | None = Field(default=None, ge=1)
+    key_default_max_parallel: int = Field(default=8, ge=1)
+    # During a database outage each instance lets a key use this share of its last known
+    # headroom (rate limits and budget): the deploy sets it to the number of API instances.
+    limits_outage_instances: int = Field(default=1, ge=1)
+    # A crashed instance's budget reservations are charged in full after this long.
+    budget_reservation_hold_seconds: float = Field(default=3600.0, gt=0)
+    usage_flush_interval_seconds: float = Field(default=1.0, gt=0)
+    # Prices: the table shipped with the app, overridden by this JSON file (same format).
+    llm_prices_file: str | None = None
+    # max_tokens the gateway sends (and reserves budget for) when a call names none.
+    llm_default_max_tokens: int = Field(default=4096, ge=1)
+
+    # --- Bounds on inputs --------------------------------------------------------------------
+    chat_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    preferences_max_body_bytes: int = Field(default=64 * 1024, ge=256)
+    other_max_body_bytes: int = Field(default=64 * 1024, ge=256)
+    preferences_max_depth: int = Field(default=32, ge=1, le=512)
+    # A provider answer is read up to this many (decompressed) bytes.
+    llm_max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # The gateway's own connection pool per provider, and how long a call waits for a slot.
+    llm_max_connections: int = Field(default=100, ge=1)
+    llm_pool_timeout_seconds: float = Field(default=2.0, gt=0)
 
     @field_validator("veritta_llm_allowed_providers", mode="before")
     @classmethod
@@ -104,6 +146,38 @@ class Settings(BaseSettings):
                 f"known providers: {_known()}"
             )
         return tuple(names)
+
+    @field_validator("llm_fallbacks", mode="before")
+    @classmethod
+    def _parse_fallbacks(cls, value: Any) -> dict[str, tuple[str, ...]]:
+        if value is None or value == "":
+            return {}
+        if isinstance(value, str):
+            chains: dict[str, tuple[str, ...]] = {}
+            for entry in value.split(";"):
+                if not entry.strip():
+                    continue
+                source, equals, targets = entry.partition("=")
+                if not equals:
+                    raise ValueError(
+                        f"{entry.strip()!r} is not `provider=provider/model,...` "
+                        "(entries separated by ';')"
+                    )
+                chains[source.strip().lower()] = tuple(
+                    t.strip() for t in targets.split(",") if t.strip()
+                )
+            value = chains
+        if not isinstance(value, dict):
+            raise ValueError("expected `provider=provider/model,...;...`")
+        return {str(k).strip().lower(): tuple(v) for k, v in value.items()}
+
+    @field_validator("key_default_models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(dict.fromkeys(str(i).strip() for i in items if str(i).strip()))
 
     @field_validator("llm_provider", mode="before")
     @classmethod
@@ -150,12 +224,51 @@ class Settings(BaseSettings):
                 f"LLM_PROVIDER={self.llm_provider!r} is not in {ALLOWLIST_ENV} "
                 f"({', '.join(allowed)}): add it to the allowlist or choose an allowed provider"
             )
+        deadline = self.llm_deadline_seconds
+        if deadline is not None and deadline < self.llm_timeout_seconds:
+            raise ValueError(
+                f"LLM_DEADLINE_SECONDS={deadline:g} is shorter than LLM_TIMEOUT_SECONDS="
+                f"{self.llm_timeout_seconds:g}: no call could use its whole timeout"
+            )
+        self._check_fallbacks()
         if not allowed and "llm_provider" in self.model_fields_set:
             raise ValueError(
                 f"LLM_PROVIDER={self.llm_provider!r} is set but {ALLOWLIST_ENV} is unset or "
                 f"empty, so no provider is allowed (fail-closed): set {ALLOWLIST_ENV}"
             )
         return self
+
+    def _check_fallbacks(self) -> None:
+        """Every chain starts at a known provider and names allowed, usable `provider/model`s."""
+        for source, targets in self.llm_fallbacks.items():
+            where = f"LLM_FALLBACKS {source}="
+            if source not in KNOWN_PROVIDERS:
+                raise ValueError(f"{where}: unknown provider {source!r}; known: {_known()}")
+            if not targets:
+                raise ValueError(f"{where}: names no alternative")
+            for target in targets:
+                provider, slash, model = target.partition("/")
+                if not slash or not model or provider not in KNOWN_PROVIDERS:
+                    raise ValueError(
+                        f"{where}{target!r}: an alternative is `provider/model` with a known "
+                        f"provider ({_known()})"
+                    )
+                if provider == source:
+                    raise ValueError(f"{where}{target!r}: falls back to the same provider")
+                if provider not in self.veritta_llm_allowed_providers:
+                    raise ValueError(
+                        f"{where}{target!r}: {provider} is not in {ALLOWLIST_ENV}; a fallback "
+                        "never goes to a provider outside the allowlist"
+                    )
+                if provider != "fake" and self.api_key(provider) is None:
+                    raise ValueError(
+                        f"{where}{target!r}: {provider.upper()}_API_KEY is not set; the "
+                        "alternative could never answer"
+                    )
+
+    @property
+    def deadline_seconds(self) -> float:
+        return self.llm_deadline_seconds or 2 * self.llm_timeout_seconds
 
     # --- helpers ---------------------------------------------------------------------------------
     @property
@@ -170,6 +283,19 @@ class Settings(BaseSettings):
     def base_url(self, provider: str) -> str:
         url: str = getattr(self, f"{provider}_base_url")
         return url
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every configured secret (provider keys, database password and URL): what
+        `redact` removes from anything a provider sends back before it is shown or logged."""
+        values = [self.api_key(name) for name in KNOWN_PROVIDERS]
+        values.append(self.db_password.get_secret_value())
+        if self.database_url is not None:
+            url = self.database_url.get_secret_value()
+            values.append(url)
+            password = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+            values.append(password)
+        # Longest first, so a secret containing another is removed whole.
+        return tuple(sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True))
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy import URL, make_url, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -70,15 +71,38 @@ def describe(exc: BaseException) -> str:
     return f"{name}: {first_line}" if first_line else name
 
 
+# SQLSTATE classes that mean "the database cannot serve now", not "this statement is wrong":
+# connection exceptions, too many connections, authentication, operator intervention (shutdown,
+# starting up), a missing database.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "28", "57", "3D")
+
+
+def is_unavailability(exc: BaseException) -> bool:
+    """True for a failure to reach or use the database at all; False for an error in a statement
+    or its data (those are bugs or bad input, and must not pass for an outage)."""
+    if isinstance(exc, TimeoutError | OSError | PoolTimeoutError | OperationalError):
+        return True
+    if isinstance(exc, InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return not sqlstate or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    return False
+
+
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection in a transaction; any failure to reach the database becomes
-    `DatabaseUnavailable`."""
+    """A connection in a transaction; a failure to reach the database becomes
+    `DatabaseUnavailable`. Other database errors propagate as they are."""
     try:
         async with engine.begin() as conn:
             yield conn
     except (TimeoutError, SQLAlchemyError, OSError) as exc:
-        raise DatabaseUnavailable(describe(exc)) from exc
+        if is_unavailability(exc):
+            raise DatabaseUnavailable(describe(exc)) from exc
+        raise
 
 
 async def ping(engine: AsyncEngine, timeout: float) -> None:

@@ -3,7 +3,9 @@
 States and transitions are the runbook's:
 
     CLOSED --(threshold consecutive failures)--> OPEN
-    OPEN --(cooldown elapsed)--> HALF_OPEN            (exactly one trial call is let through)
+    OPEN --(cooldown elapsed)--> HALF_OPEN            (exactly one trial call is let through;
+                                                       the cooldown is longer when the failure
+                                                       that opened it carried a Retry-After)
     HALF_OPEN --(trial succeeds)--> CLOSED            (failure count reset)
     HALF_OPEN --(trial fails)--> OPEN                 (for another full cooldown)
 
@@ -72,6 +74,7 @@ class CircuitBreaker:
         self._state = State.CLOSED
         self._failures = 0
         self._opened_at = 0.0
+        self._open_for = cooldown_seconds
         self._trial_in_flight = False
         # Bumped on every state change, so a late outcome from an older state is ignored.
         self._generation = 0
@@ -86,7 +89,7 @@ class CircuitBreaker:
         self._advance()
         remaining = 0.0
         if self._state is State.OPEN:
-            remaining = max(0.0, self._opened_at + self.cooldown_seconds - self._clock())
+            remaining = max(0.0, self._opened_at + self._open_for - self._clock())
         return Snapshot(self._state, self._failures, remaining)
 
     # --- calling ---------------------------------------------------------------------------
@@ -99,7 +102,7 @@ class CircuitBreaker:
             self._trial_in_flight = True
             return Permit(trial=True, generation=self._generation)
         if self._state is State.OPEN:
-            remaining = self._opened_at + self.cooldown_seconds - self._clock()
+            remaining = self._opened_at + self._open_for - self._clock()
             raise CircuitOpenError(State.OPEN, max(1.0, math.ceil(remaining)))
         # HALF_OPEN with the trial in flight: its outcome decides, very soon.
         raise CircuitOpenError(State.HALF_OPEN, 1.0)
@@ -111,12 +114,14 @@ class CircuitBreaker:
             self._transition(State.CLOSED)
         self._failures = 0
 
-    def record_failure(self, permit: Permit) -> None:
+    def record_failure(self, permit: Permit, hold_open_for: float = 0.0) -> None:
+        """A failed call. `hold_open_for`: the provider asked not to be called for that long
+        (its Retry-After); if this failure opens the circuit, it stays OPEN at least that long."""
         if permit.generation != self._generation:
             return
         self._failures += 1
         if permit.trial or self._failures >= self.failure_threshold:
-            self._open()
+            self._open(hold_open_for)
 
     def release(self, permit: Permit) -> None:
         """The call ended without a verdict on the provider's health (cancelled, or an error
@@ -126,12 +131,13 @@ class CircuitBreaker:
 
     # --- internals -------------------------------------------------------------------------
     def _advance(self) -> None:
-        if self._state is State.OPEN and self._clock() >= self._opened_at + self.cooldown_seconds:
+        if self._state is State.OPEN and self._clock() >= self._opened_at + self._open_for:
             self._transition(State.HALF_OPEN)
 
-    def _open(self) -> None:
+    def _open(self, hold_open_for: float = 0.0) -> None:
         self._transition(State.OPEN)
         self._opened_at = self._clock()
+        self._open_for = max(self.cooldown_seconds, hold_open_for)
 
     def _transition(self, state: State) -> None:
         if state is not self._state:

@@ -22,6 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from techno_os_api.core.errors import LLM_ERROR_LABELS
 from techno_os_api.llm.breaker import State
 
 # Resolves the runbook's thresholds (p50 < 2 s, p95 < 10 s, p99 > 20 s) and the 30 s timeout,
@@ -45,21 +46,14 @@ LATENCY_BUCKETS: Final = (
 
 TOKEN_TYPES: Final = ("prompt", "completion")
 
-# error_type values. The first three are the runbook's.
-TIMEOUT: Final = "timeout"  # no answer within LLM_TIMEOUT_SECONDS (trips the breaker)
-PROVIDER_ERROR: Final = "provider_error"  # 5xx, 429, connection error, bad body (trips)
-CIRCUIT_OPEN: Final = "circuit_open"  # rejected by an OPEN / busy HALF_OPEN breaker
-CLIENT_ERROR: Final = "client_error"  # provider's other 4xx: bad request, bad key (no trip)
-NOT_ALLOWED: Final = "not_allowed"  # provider outside the allowlist (never called)
-MISSING_API_KEY: Final = "missing_api_key"  # allowed provider without its key (never called)
-ERROR_TYPES: Final = (
-    TIMEOUT,
-    PROVIDER_ERROR,
-    CIRCUIT_OPEN,
-    CLIENT_ERROR,
-    NOT_ALLOWED,
-    MISSING_API_KEY,
-)
+# llm_errors_total{error_type}: every kind's label, defined with the kind in core/errors.py.
+ERROR_TYPES: Final = LLM_ERROR_LABELS
+
+# api_auth_failures_total{reason}: what was wrong with the presented key, or an address that
+# failed too often and is refused for the rest of the minute.
+AUTH_FAILURE_REASONS: Final = ("missing", "malformed", "invalid", "expired", "blocked")
+# api_requests_refused_total{reason}: a key's own limits.
+REFUSAL_REASONS: Final = ("rpm", "tpm", "parallel", "budget", "permission")
 
 
 class _CircuitStateCollector(Collector):
@@ -86,7 +80,12 @@ class _CircuitStateCollector(Collector):
 class Metrics:
     """The service's registry and the metric objects in it."""
 
-    def __init__(self, version: str, providers: Iterable[str]) -> None:
+    def __init__(
+        self,
+        version: str,
+        providers: Iterable[str],
+        model_labels: Callable[[str], Iterable[str]] = lambda provider: (),
+    ) -> None:
         # No `*_created` series: they double the exposition and nothing here reads them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
@@ -122,6 +121,35 @@ class Metrics:
             ["provider", "error_type"],
             registry=self.registry,
         )
+        self.fallbacks = Counter(
+            "llm_fallbacks",
+            "Calls handed from a failing provider to the next alternative of LLM_FALLBACKS.",
+            ["from_provider", "to_provider"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "llm_cost_usd",
+            "Cost of LLM calls in USD: the providers' reported usage times the price table.",
+            ["provider", "model"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "api_auth_failures",
+            "Requests refused because of their client key (missing, malformed, unknown or "
+            "revoked, expired) or because their address failed too often.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "api_requests_refused",
+            "Requests refused by a client key's own limits or permissions.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason=reason)
+        for reason in REFUSAL_REASONS:
+            self.refused.labels(reason=reason)
         # Label children cached per provider: `labels()` is a lock and a dict walk per call.
         self._latency: dict[str, Histogram] = {}
         self._tokens: dict[str, tuple[Counter, Counter]] = {}
@@ -133,6 +161,8 @@ class Metrics:
                 self.tokens.labels(provider=provider, type=token_type)
             for error_type in ERROR_TYPES:
                 self.errors.labels(provider=provider, error_type=error_type)
+            for model in model_labels(provider):
+                self.cost.labels(provider=provider, model=model)
 
     def track_circuit_states(self, states: Callable[[], Mapping[str, State]]) -> None:
         self.registry.register(_CircuitStateCollector(states))
@@ -152,6 +182,22 @@ class Metrics:
             )
         children[0].inc(prompt)
         children[1].inc(completion)
+
+    def count_fallback(self, from_provider: str, to_provider: str) -> None:
+        self.fallbacks.labels(from_provider=from_provider, to_provider=to_provider).inc()
+
+    def count_cost(self, provider: str, model_label: str, usd: float) -> None:
+        self.cost.labels(provider=provider, model=model_label).inc(usd)
+
+    def count_auth_failure(self, reason: str) -> None:
+        if reason not in AUTH_FAILURE_REASONS:
+            raise ValueError(f"unknown auth failure reason {reason!r}")
+        self.auth_failures.labels(reason=reason).inc()
+
+    def count_refusal(self, reason: str) -> None:
+        if reason not in REFUSAL_REASONS:
+            raise ValueError(f"unknown refusal reason {reason!r}")
+        self.refused.labels(reason=reason).inc()
 
     def count_error(self, provider: str, error_type: str) -> None:
         if error_type not in ERROR_TYPES:

@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import quote
 
-import httpx
-
 from techno_os_api.core.config import KNOWN_PROVIDERS, Settings
+from techno_os_api.llm.transport import ProviderResponseError, Transport
 
-ANTHROPIC_DEFAULT_MAX_TOKENS: Final = 1024
 # Instructions rather than turns: Anthropic and Gemini take them apart from the conversation.
 _SYSTEM_ROLES: Final = frozenset({"system", "developer"})
 
@@ -44,29 +42,6 @@ class Completion:
     completion_tokens: int
 
 
-class ProviderError(Exception):
-    """The provider answered, but not with a usable completion."""
-
-
-class ProviderHTTPError(ProviderError):
-    def __init__(self, provider: str, status_code: int, detail: str) -> None:
-        self.provider = provider
-        self.status_code = status_code
-        self.detail = detail
-        super().__init__(f"{provider} answered HTTP {status_code}: {detail}")
-
-    @property
-    def trips_breaker(self) -> bool:
-        """5xx and 429 say the provider is unwell; other 4xx are about this request or our key."""
-        return self.status_code >= 500 or self.status_code == 429
-
-
-class ProviderResponseError(ProviderError):
-    def __init__(self, provider: str, detail: str) -> None:
-        self.provider = provider
-        super().__init__(f"{provider} returned a body the gateway cannot read: {detail}")
-
-
 class Provider(Protocol):
     name: str
     requires_key: bool
@@ -75,36 +50,6 @@ class Provider(Protocol):
     def has_key(self) -> bool: ...
 
     async def complete(self, request: CompletionRequest) -> Completion: ...
-
-
-# --- helpers -------------------------------------------------------------------------------------
-def _error_detail(response: httpx.Response) -> str:
-    """The provider's own error message when its body has one (all three formats nest it under
-    `error.message`), else the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])[:500]
-        if isinstance(error, str):
-            return error[:500]
-    text = response.text.strip()
-    return text[:500] if text else response.reason_phrase
-
-
-def _json_object(provider: str, response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 400:
-        raise ProviderHTTPError(provider, response.status_code, _error_detail(response))
-    try:
-        body = response.json()
-    except ValueError:
-        raise ProviderResponseError(provider, "not JSON") from None
-    if not isinstance(body, dict):
-        raise ProviderResponseError(provider, "not a JSON object")
-    return body
 
 
 def _count(value: Any) -> int:
@@ -137,9 +82,9 @@ class FakeProvider:
 class _HTTPProvider:
     requires_key = True
 
-    def __init__(self, name: str, client: httpx.AsyncClient, base_url: str, api_key: str | None):
+    def __init__(self, name: str, transport: Transport, base_url: str, api_key: str | None):
         self.name = name
-        self._client = client
+        self._transport = transport
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
 
@@ -174,12 +119,12 @@ class OpenAICompatibleProvider(_HTTPProvider):
             payload["max_tokens"] = request.max_tokens
         if request.temperature is not None:
             payload["temperature"] = request.temperature
-        response = await self._client.post(
+        body = await self._transport.post_json(
+            self.name,
             f"{self._base_url}/chat/completions",
-            json=payload,
-            headers={"Authorization": f"Bearer {self._key()}"},
+            payload,
+            {"Authorization": f"Bearer {self._key()}"},
         )
-        body = _json_object(self.name, response)
         try:
             choice = body["choices"][0]
             usage = body.get("usage") or {}
@@ -208,19 +153,22 @@ class AnthropicProvider(_HTTPProvider):
     def __init__(
         self,
         name: str,
-        client: httpx.AsyncClient,
+        transport: Transport,
         base_url: str,
         api_key: str | None,
         version: str,
+        default_max_tokens: int,
     ) -> None:
-        super().__init__(name, client, base_url, api_key)
+        super().__init__(name, transport, base_url, api_key)
         self._version = version
+        self._default_max_tokens = default_max_tokens
 
     async def complete(self, request: CompletionRequest) -> Completion:
         system = "\n\n".join(m.content for m in request.messages if m.role in _SYSTEM_ROLES)
         payload: dict[str, Any] = {
             "model": request.model,
-            "max_tokens": request.max_tokens or ANTHROPIC_DEFAULT_MAX_TOKENS,
+            # Anthropic requires max_tokens; the gateway's default cap when the call names none.
+            "max_tokens": request.max_tokens or self._default_max_tokens,
             "messages": [
                 {"role": m.role, "content": m.content}
                 for m in request.messages
@@ -231,12 +179,12 @@ class AnthropicProvider(_HTTPProvider):
             payload["system"] = system
         if request.temperature is not None:
             payload["temperature"] = request.temperature
-        response = await self._client.post(
+        body = await self._transport.post_json(
+            self.name,
             f"{self._base_url}/v1/messages",
-            json=payload,
-            headers={"x-api-key": self._key(), "anthropic-version": self._version},
+            payload,
+            {"x-api-key": self._key(), "anthropic-version": self._version},
         )
-        body = _json_object(self.name, response)
         try:
             text = "".join(
                 block.get("text", "") for block in body["content"] if block.get("type") == "text"
@@ -289,12 +237,12 @@ class GoogleProvider(_HTTPProvider):
             config["temperature"] = request.temperature
         if config:
             payload["generationConfig"] = config
-        response = await self._client.post(
+        body = await self._transport.post_json(
+            self.name,
             f"{self._base_url}/v1beta/models/{quote(model, safe='')}:generateContent",
-            json=payload,
-            headers={"x-goog-api-key": self._key()},
+            payload,
+            {"x-goog-api-key": self._key()},
         )
-        body = _json_object(self.name, response)
         try:
             candidate = body["candidates"][0]
             parts = (candidate.get("content") or {}).get("parts") or []
@@ -309,22 +257,23 @@ class GoogleProvider(_HTTPProvider):
             raise ProviderResponseError(self.name, repr(exc)) from None
 
 
-def build_providers(settings: Settings, client: httpx.AsyncClient) -> Mapping[str, Provider]:
+def build_providers(settings: Settings, transport: Transport) -> Mapping[str, Provider]:
     """One adapter per known provider, keys and base URLs from the settings."""
     providers: dict[str, Provider] = {"fake": FakeProvider()}
     for name in ("openai", "xai", "deepseek"):
         providers[name] = OpenAICompatibleProvider(
-            name, client, settings.base_url(name), settings.api_key(name)
+            name, transport, settings.base_url(name), settings.api_key(name)
         )
     providers["anthropic"] = AnthropicProvider(
         "anthropic",
-        client,
+        transport,
         settings.base_url("anthropic"),
         settings.api_key("anthropic"),
         settings.anthropic_version,
+        settings.llm_default_max_tokens,
     )
     providers["google"] = GoogleProvider(
-        "google", client, settings.base_url("google"), settings.api_key("google")
+        "google", transport, settings.base_url("google"), settings.api_key("google")
     )
     assert set(providers) == set(KNOWN_PROVIDERS)
     return providers

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from techno_os_api.core.config import load_settings
 from techno_os_api.db.engine import create_engine, database_url
-from techno_os_api.db.preferences import metadata
+from techno_os_api.db.tables import metadata
 
 config = context.config
 target_metadata = metadata

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,6 +13,7 @@ from techno_os_api.api.deps import EngineDep
 from techno_os_api.db.engine import DatabaseUnavailable, ping
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -29,8 +31,14 @@ async def ready(engine: EngineDep) -> Any:
     try:
         await ping(engine, READY_TIMEOUT_SECONDS)
     except DatabaseUnavailable as exc:
+        # The driver's message stays in the log: it may name hosts, users or versions.
+        log.warning("readiness: database unreachable: %s", exc)
         return JSONResponse(
-            {"status": "unavailable", "database": "unreachable", "reason": str(exc)},
+            {
+                "status": "unavailable",
+                "database": "unreachable",
+                "reason": "the database did not answer (details in the API log)",
+            },
             status_code=503,
         )
     return {"status": "ok", "database": "ok"}

@@ -1,4 +1,5 @@
-"""What the gateway would do with each provider: allowed, key present, circuit state."""
+"""What the gateway would do with each provider: allowed, key present, circuit state. Admin
+keys only: it tells which provider accounts the operator holds."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from typing import Any
 from fastapi import APIRouter
 
 from techno_os_api.api.deps import GatewayDep
+from techno_os_api.api.security import AdminKeyDep
 
 router = APIRouter(tags=["llm"])
 
 
-@router.get("/llm/providers")
-async def list_providers(gateway: GatewayDep) -> dict[str, Any]:
+@router.get(
+    "/llm/providers",
+    responses={401: {"description": "missing or invalid key"}, 403: {"description": "not admin"}},
+)
+async def list_providers(gateway: GatewayDep, key: AdminKeyDep) -> dict[str, Any]:
     """Every known provider. Keys are never shown, only whether one is present."""
     return {
         "default_provider": gateway.default_provider,
