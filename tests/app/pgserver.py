@@ -71,6 +71,17 @@ class PostgresServer:
         }
 
     @property
+    def connect_kwargs(self) -> dict[str, object]:
+        """For `asyncpg.connect`, to look at tables directly."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": USER,
+            "password": PASSWORD,
+            "database": DATABASE,
+        }
+
+    @property
     def settings(self) -> dict[str, str]:
         """The same, as keyword arguments for `Settings`."""
         return {name.lower(): value for name, value in self.env.items()}

@@ -17,9 +17,15 @@ def test_one_uvicorn_worker_on_all_interfaces_by_default():
 
     settings = Settings()
     argv = uvicorn_argv(
-        settings.api_host, settings.api_port, settings.log_level, settings.api_access_log
+        settings.api_host,
+        settings.api_port,
+        settings.log_level,
+        settings.api_access_log,
+        settings.api_forwarded_allow_ips,
     )
     assert argv[1:4] == ["-m", "uvicorn", "techno_os_api.main:app"]
+    # X-Forwarded-For is believed from the local proxy only, never from any peer.
+    assert argv[argv.index("--forwarded-allow-ips") + 1] == "127.0.0.1"
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
     assert argv[argv.index("--port") + 1] == "8000"
     assert argv[argv.index("--workers") + 1] == "1"

@@ -14,7 +14,9 @@ import sys
 from techno_os_api.core.config import SettingsError, load_settings
 
 
-def uvicorn_argv(host: str, port: int, log_level: str, access_log: bool) -> list[str]:
+def uvicorn_argv(
+    host: str, port: int, log_level: str, access_log: bool, forwarded_allow_ips: str
+) -> list[str]:
     argv = [
         sys.executable,
         "-m",
@@ -28,7 +30,10 @@ def uvicorn_argv(host: str, port: int, log_level: str, access_log: bool) -> list
         "1",
         "--log-level",
         log_level,
+        # X-Forwarded-For names the client only when the peer is the proxy.
         "--proxy-headers",
+        "--forwarded-allow-ips",
+        forwarded_allow_ips,
         "--timeout-graceful-shutdown",
         "20",
     ]
@@ -53,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             return code
     command = uvicorn_argv(
-        settings.api_host, settings.api_port, settings.log_level, settings.api_access_log
+        settings.api_host,
+        settings.api_port,
+        settings.log_level,
+        settings.api_access_log,
+        settings.api_forwarded_allow_ips,
     )
     sys.stdout.flush()
     sys.stderr.flush()

@@ -223,10 +223,16 @@ class Admitter:
             self._refuse("rpm", f"rate limit reached: {key.rpm} requests per minute", retry_after)
         if verdict == "tpm":
             self._refuse("tpm", f"rate limit reached: {key.tpm} tokens per minute", retry_after)
+        if verdict == "budget_reserved":
+            self._refuse(
+                "budget",
+                f"the rest of the key's {key.budget_period.value} budget is reserved by its "
+                "calls in progress; retry when they finish",
+                retry_after or 1,
+            )
         self._refuse(
             "budget",
-            f"the key's {key.budget_period.value} budget of ${key.budget_usd} is spent "
-            "(or reserved by calls in progress)",
+            f"the key's {key.budget_period.value} budget of ${key.budget_usd} is spent",
             kind=INSUFFICIENT_QUOTA,
         )
 
@@ -289,6 +295,20 @@ class Admitter:
             if spent is not None:
                 self._outage_spent[ticket.key.id] = spent - ticket.cost + cost
 
+    async def settle_now(
+        self, ticket: Ticket, prompt: int, completion: int, cost: Decimal, *, sent: bool
+    ) -> None:
+        """`settle`, and a reservation written at once: the key's next call sees the budget
+        and tokens it frees, not the reservation still held until the next flush."""
+        self.settle(ticket, prompt, completion, cost, sent=sent)
+        if ticket.reservation is None or not self._reserved:
+            return
+        batch, self._reserved = self._reserved, []
+        try:
+            await self._write(batch)
+        except Exception as exc:  # kept; the periodic flush retries and reports
+            log.debug("settlement deferred: %s", exc)
+
     def _release(self, key_id: str) -> None:
         left = self._in_flight.get(key_id, 0) - 1
         if left > 0:
@@ -306,6 +326,11 @@ class Admitter:
             return True
         batch = self._reserved + list(self._aggregate.values())
         self._reserved, self._aggregate = [], {}
+        await self._write(batch)
+        return True
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        """One transaction for the batch; on any failure it is queued again, whole."""
         rows = [
             {
                 "key": p.key_id,
@@ -330,7 +355,6 @@ class Admitter:
         except BaseException:
             self._requeue(batch)
             raise
-        return True
 
     def _requeue(self, batch: list[_Pending]) -> None:
         for pending in batch:

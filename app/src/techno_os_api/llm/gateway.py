@@ -201,9 +201,9 @@ class LLMGateway:
             )
             answer = await self._attempts(routes, request, sent)
         except BaseException:
-            self._settle(ticket, None, sent=bool(sent))
+            self._settle(ticket, sent=bool(sent))
             raise
-        self._settle(ticket, answer, sent=True)
+        await self._settle_answer(ticket, answer)
         return answer
 
     async def _attempts(
@@ -459,21 +459,22 @@ class LLMGateway:
             return None
         return await self._admitter.admit(key, tokens, cost)
 
-    def _settle(self, ticket: Ticket | None, answer: Answer | None, *, sent: bool) -> None:
-        if answer is not None:
-            priced = self._prices.lookup(answer.route.provider, answer.route.model)
-            cost = priced.price.cost(answer.usage.prompt_tokens, answer.usage.completion_tokens)
-            self._metrics.count_cost(answer.route.provider, priced.label, float(cost))
-        if ticket is None or self._admitter is None:
-            return
-        if answer is None:
-            # Failed or cancelled: a call that was sent may have been billed; keep the
-            # reservation's conservative cost when nothing better is known.
-            self._admitter.settle(ticket, 0, 0, ticket.cost if sent else Decimal(0), sent=sent)
-            return
-        self._admitter.settle(
-            ticket, answer.usage.prompt_tokens, answer.usage.completion_tokens, cost, sent=True
-        )
+    def _settle(self, ticket: Ticket | None, *, sent: bool) -> None:
+        """A call that failed or was cancelled: one that was sent may have been billed, so it
+        keeps its reservation's (conservative) cost, since nothing better is known."""
+        if ticket is not None and self._admitter is not None:
+            cost = ticket.cost if sent else Decimal(0)
+            self._admitter.settle(ticket, 0, 0, cost, sent=sent)
+
+    async def _settle_answer(self, ticket: Ticket | None, answer: Answer) -> None:
+        priced = self._prices.lookup(answer.route.provider, answer.route.model)
+        usage = answer.usage
+        cost = priced.price.cost(usage.prompt_tokens, usage.completion_tokens)
+        self._metrics.count_cost(answer.route.provider, priced.label, float(cost))
+        if ticket is not None and self._admitter is not None:
+            await self._admitter.settle_now(
+                ticket, usage.prompt_tokens, usage.completion_tokens, cost, sent=True
+            )
 
     # --- status ----------------------------------------------------------------------------
     def circuit_states(self) -> dict[str, State]:

@@ -37,8 +37,9 @@ RETURNS timestamptz LANGUAGE sql STABLE AS $$
 $$
 """
 
-# verdict: ok | rpm | tpm | budget. headroom: what the budget allows after this call (NULL
-# without a budget), which an instance remembers for a database outage.
+# verdict: ok | rpm | tpm | budget (spent) | budget_reserved (held by calls in progress).
+# headroom: what the budget allows after this call (NULL without a budget), which an instance
+# remembers for a database outage.
 ADMIT = """
 CREATE FUNCTION techno_os_admit(
     p_key text,
@@ -98,8 +99,12 @@ BEGIN
         SELECT coalesce(sum(r.amount_usd), 0) INTO v_reserved FROM api_key_reservations r
             WHERE r.key_id = p_key AND r.period_start = v_period;
         v_headroom := p_budget - v_spent - v_reserved;
-        IF p_cost > v_headroom THEN
+        IF v_spent + p_cost > p_budget THEN
             RETURN QUERY SELECT 'budget'::text, NULL::double precision, v_headroom;
+            RETURN;
+        END IF;
+        IF p_cost > v_headroom THEN
+            RETURN QUERY SELECT 'budget_reserved'::text, 1::double precision, v_headroom;
             RETURN;
         END IF;
     END IF;
