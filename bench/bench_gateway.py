@@ -5,15 +5,21 @@ app returning a constant, in the same run, with wrk on loopback.
     python bench/bench_gateway.py                   # 10 s per case, 32 connections
     python bench/bench_gateway.py --duration 5 --json reports/bench_gateway.json
 
-Cases, each run against both servers in --rounds alternating rounds (medians reported):
-  throughput  GET /health and POST /v1/chat/completions (fake) with --connections connections
-  latency     the same with one connection (no queueing): the added p50 is the API's own cost
+Servers, run in --rounds alternating rounds per case (medians reported):
+  bare         a constant answer: the floor
+  noauth       the API with the client-key dependency replaced by a fixed key: no auth at all
+  api          the API with a client key (cached after its first call), no shared limits
+  api-limited  the same API with a key whose rpm, tpm and budget are admitted and settled in
+               PostgreSQL on every call (limits far above the load: nothing is refused)
+Cases: GET /health and POST /v1/chat/completions (fake) with --connections connections
+(throughput) and with one connection (no queueing: the added p50 is the per-request cost).
 The API's resident memory (VmRSS) is sampled while it is under load. The servers are pinned to
-CPU 0 and wrk to CPU 1 when `taskset` and two CPUs are available, so they do not compete.
+CPU 0 and wrk to CPU 1 when `taskset` and two CPUs are available, so they do not compete
+(PostgreSQL, started here from Debian's binaries like the app tests', is not pinned).
 Everything listens on 127.0.0.1; every load run is bounded by --duration.
 
-Needs wrk (`apt-get install wrk`) and the app installed in this interpreter (`pip install -e app`).
-The API needs no database for these endpoints; it is pointed at a closed port on purpose.
+Needs wrk (`apt-get install wrk`), PostgreSQL 15 (`apt-get install postgresql-15`) and the app
+installed in this interpreter (`pip install -e app`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -39,6 +46,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 CHAT_SCRIPT = BENCH / "gateway_chat.lua"
+CHAT = "/v1/chat/completions"
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -171,6 +179,45 @@ def uvicorn_argv(prefix: list[str], target: str, port: int, app_dir: Path | None
     return argv
 
 
+def chat_script(directory: Path, key: str | None) -> Path:
+    """gateway_chat.lua, with the client key's Authorization header when there is one."""
+    text = CHAT_SCRIPT.read_text()
+    if key:
+        text += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    path = directory / f"chat-{key[:12] if key else 'anonymous'}.lua"
+    path.write_text(text)
+    return path
+
+
+@contextlib.contextmanager
+def database() -> Iterator[dict[str, str]]:
+    """A throwaway PostgreSQL 15 (the app tests' own, tests/app/pgserver.py), migrated."""
+    sys.path.insert(0, str(BENCH.parent / "tests" / "app"))
+    from pgserver import PostgresServer
+
+    server = PostgresServer()
+    server.init()
+    try:
+        env = {**os.environ, **server.env}
+        subprocess.run(
+            [sys.executable, "-m", "techno_os_api.migrate"], env=env, check=True,
+            capture_output=True, timeout=120,
+        )  # fmt: skip
+        yield server.env
+    finally:
+        server.destroy()
+
+
+def create_key(env: dict[str, str], *args: str) -> str:
+    """A client key made with the operators' tool, as `make api-key` makes one."""
+    out = subprocess.run(
+        [sys.executable, "-m", "techno_os_api.keys", "create", "--user", "bench", *args],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    key: str = json.loads(out.stdout)["key"]
+    return key
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per case (10)")
@@ -186,72 +233,92 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration must be between 1 and 60 seconds")
 
     server_cpu, wrk_cpu = pinning()
-    bare_port, app_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "LLM_", "VERITTA"))}
-    app_env = {
-        **env,
-        "VERITTA_LLM_ALLOWED_PROVIDERS": "fake",
-        "LLM_PROVIDER": "fake",
-        "DB_HOST": "127.0.0.1",
-        "DB_PORT": str(free_port()),  # nothing listens: these endpoints never touch it
-        "LOG_LEVEL": "warning",
-    }
-    bare = uvicorn_argv(server_cpu, "gateway_bare_app:app", bare_port, BENCH)
-    api = uvicorn_argv(server_cpu, "techno_os_api.main:app", app_port, None)
-
     results: list[Result] = []
     rss = {"idle_mib": 0.0, "peak_under_load_mib": 0.0}
-    with serve(bare, bare_port, env), serve(api, app_port, app_env) as api_process:
-        sampler = RssSampler(api_process.pid)
-        rss["idle_mib"] = sampler.current_kib() / 1024
-        servers = {
-            "bare": f"http://127.0.0.1:{bare_port}",
-            "api": f"http://127.0.0.1:{app_port}",
+    with database() as db_env, tempfile.TemporaryDirectory() as scratch:
+        app_env = {
+            **env,
+            **db_env,
+            "VERITTA_LLM_ALLOWED_PROVIDERS": "fake",
+            "LLM_PROVIDER": "fake",
+            "LOG_LEVEL": "warning",
         }
-        for base in servers.values():  # warm-up, not recorded
-            wrk(wrk_cpu, base + "/health", args.connections, args.warmup, None)
-        wrk(wrk_cpu, servers["api"] + "/v1/chat/completions", 4, args.warmup, CHAT_SCRIPT)
-        with sampler:
-            for connections in (args.connections, 1):
-                for case, path, script in (
-                    ("GET /health", "/health", None),
-                    ("POST /v1/chat/completions (fake)", "/v1/chat/completions", CHAT_SCRIPT),
-                ):
-                    # Rounds alternate bare and API, so a change in background load hits both.
-                    rounds: dict[str, list[tuple[float, float, float, int]]] = {
-                        server: [] for server in servers
-                    }
-                    for _ in range(args.rounds):
-                        for server, base in servers.items():
-                            # The bare app answers any method and path with its constant.
-                            rounds[server].append(
-                                wrk(
-                                    wrk_cpu,
-                                    base + path,
-                                    connections,
-                                    args.duration / args.rounds,
-                                    script,
-                                )
+        # A key without shared limits (authentication only), and one whose rpm, tpm and budget
+        # are far above the load, so that every call is admitted and settled in PostgreSQL.
+        plain_key = create_key(app_env, "--name", "bench plain")
+        limited_key = create_key(
+            app_env, "--name", "bench limited", "--rpm", "10000000", "--tpm", "2000000000",
+            "--budget-usd", "1000000", "--max-parallel", "10000",
+        )  # fmt: skip
+        ports = {name: free_port() for name in ("bare", "api", "noauth")}
+        argvs = {
+            "bare": uvicorn_argv(server_cpu, "gateway_bare_app:app", ports["bare"], BENCH),
+            "api": uvicorn_argv(server_cpu, "techno_os_api.main:app", ports["api"], None),
+            "noauth": uvicorn_argv(server_cpu, "gateway_noauth_app:app", ports["noauth"], BENCH),
+        }
+        # server -> (base URL, chat script): api-limited is the same process as api.
+        scripts = {
+            "bare": chat_script(Path(scratch), None),
+            "noauth": chat_script(Path(scratch), None),
+            "api": chat_script(Path(scratch), plain_key),
+            "api-limited": chat_script(Path(scratch), limited_key),
+        }
+        with (
+            serve(argvs["bare"], ports["bare"], env),
+            serve(argvs["noauth"], ports["noauth"], app_env),
+            serve(argvs["api"], ports["api"], app_env) as api_process,
+        ):
+            sampler = RssSampler(api_process.pid)
+            rss["idle_mib"] = sampler.current_kib() / 1024
+            base = {
+                "bare": f"http://127.0.0.1:{ports['bare']}",
+                "noauth": f"http://127.0.0.1:{ports['noauth']}",
+                "api": f"http://127.0.0.1:{ports['api']}",
+                "api-limited": f"http://127.0.0.1:{ports['api']}",
+            }
+            for server in ("bare", "api"):  # warm-up, not recorded
+                wrk(wrk_cpu, base[server] + "/health", args.connections, args.warmup, None)
+            for server in ("noauth", "api", "api-limited"):
+                wrk(wrk_cpu, base[server] + CHAT, 4, args.warmup, scripts[server])
+            every = ("bare", "noauth", "api", "api-limited")
+            cases = (
+                ("GET /health", "/health", ("bare", "api")),
+                ("POST /v1/chat/completions (fake)", CHAT, every),
+            )
+            with sampler:
+                for connections in (args.connections, 1):
+                    for case, path, servers in cases:
+                        # Rounds alternate the servers, so a change in background load hits all.
+                        rounds: dict[str, list[tuple[float, float, float, int]]] = {
+                            server: [] for server in servers
+                        }
+                        for _ in range(args.rounds):
+                            for server in servers:
+                                script = scripts[server] if path == CHAT else None
+                                rounds[server].append(
+                                    wrk(wrk_cpu, base[server] + path, connections,
+                                        args.duration / args.rounds, script)
+                                )  # fmt: skip
+                        for server, runs in rounds.items():
+                            result = Result(
+                                server,
+                                case,
+                                connections,
+                                statistics.median(r[0] for r in runs),
+                                statistics.median(r[1] for r in runs),
+                                statistics.median(r[2] for r in runs),
+                                sum(r[3] for r in runs),
                             )
-                    for server, runs in rounds.items():
-                        result = Result(
-                            server,
-                            case,
-                            connections,
-                            statistics.median(r[0] for r in runs),
-                            statistics.median(r[1] for r in runs),
-                            statistics.median(r[2] for r in runs),
-                            sum(r[3] for r in runs),
-                        )
-                        results.append(result)
-                        print(
-                            f"{server:5} {case:34} c={connections:<3} "
-                            f"{result.requests_per_second:9.0f} req/s  "
-                            f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms"
-                            + (f"  errors {result.errors}" if result.errors else ""),
-                            flush=True,
-                        )
-        rss["peak_under_load_mib"] = sampler.peak_kib / 1024
+                            results.append(result)
+                            print(
+                                f"{server:11} {case:34} c={connections:<3} "
+                                f"{result.requests_per_second:9.0f} req/s  "
+                                f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms"
+                                + (f"  errors {result.errors}" if result.errors else ""),
+                                flush=True,
+                            )
+            rss["peak_under_load_mib"] = sampler.peak_kib / 1024
 
     def find(server: str, case: str, connections: int) -> Result:
         return next(
@@ -269,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         "health_added_p50_ms_c1": find("api", "GET", 1).p50_ms - find("bare", "GET", 1).p50_ms,
         "chat_added_p50_ms_c1": find("api", "POST", 1).p50_ms - find("bare", "POST", 1).p50_ms,
         "chat_added_p50_ms_loaded": find("api", "POST", c).p50_ms - find("bare", "POST", c).p50_ms,
+        "auth_added_p50_ms_c1": find("api", "POST", 1).p50_ms - find("noauth", "POST", 1).p50_ms,
+        "auth_throughput_ratio": find("api", "POST", c).requests_per_second
+        / find("noauth", "POST", c).requests_per_second,
+        "limits_added_p50_ms_c1": find("api-limited", "POST", 1).p50_ms
+        - find("api", "POST", 1).p50_ms,
+        "limited_requests_per_second": find("api-limited", "POST", c).requests_per_second,
         "api_rss_idle_mib": rss["idle_mib"],
         "api_rss_peak_under_load_mib": rss["peak_under_load_mib"],
     }
@@ -289,6 +362,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chat (fake) throughput: {summary['chat_throughput_ratio']:.2f}x the bare app")
     print(f"chat (fake) added p50, 1 connection: {added:.3f} ms (goal < 1)")
     print(f"chat (fake) added p50, {c} connections: {summary['chat_added_p50_ms_loaded']:.3f} ms")
+    print(
+        f"authentication (cached key) added p50, 1 connection: "
+        f"{summary['auth_added_p50_ms_c1']:.3f} ms (goal < 0.3); throughput "
+        f"{summary['auth_throughput_ratio']:.2f}x without"
+    )
+    print(
+        f"shared limits (rpm+tpm+budget in PostgreSQL) added p50, 1 connection: "
+        f"{summary['limits_added_p50_ms_c1']:.3f} ms; "
+        f"{summary['limited_requests_per_second']:.0f} req/s at {c} connections"
+    )
     print(
         f"API RSS: {summary['api_rss_idle_mib']:.1f} MiB idle, "
         f"{summary['api_rss_peak_under_load_mib']:.1f} MiB peak under load"

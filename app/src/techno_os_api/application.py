@@ -23,6 +23,7 @@ from techno_os_api.auth.admission import Admitter
 from techno_os_api.auth.authenticator import Authenticator
 from techno_os_api.core.config import ALLOWLIST_ENV, Settings, load_settings
 from techno_os_api.db.api_keys import KeyRepository
+from techno_os_api.db.calls import CallDatabase
 from techno_os_api.db.engine import create_engine
 from techno_os_api.db.preferences import PreferencesRepository
 from techno_os_api.llm.breaker import Clock
@@ -90,8 +91,9 @@ def build_services(
     providers = build_providers(settings, transport)
     engine = engine or create_engine(settings)
     keys = KeyRepository(engine)
+    calls = CallDatabase(settings)
     clocks = {"clock": clock} if clock is not None else {}
-    admitter = Admitter(engine, settings, metrics, **clocks)
+    admitter = Admitter(calls, settings, metrics, **clocks)
     gateway = LLMGateway(settings, providers, metrics, prices, admitter, **clocks)
     return Services(
         settings=settings,
@@ -100,7 +102,8 @@ def build_services(
         engine=engine,
         preferences=PreferencesRepository(engine),
         keys=keys,
-        authenticator=Authenticator(keys, settings, metrics, **clocks),
+        authenticator=Authenticator(calls, settings, metrics, **clocks),
+        calls=calls,
         admitter=admitter,
         http_client=client,
     )
@@ -139,6 +142,7 @@ def create_app(
             yield
         finally:
             await services.admitter.stop()
+            await services.calls.close()
             await services.http_client.aclose()
             await services.engine.dispose()
 

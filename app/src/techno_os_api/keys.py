@@ -183,9 +183,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | 
                     budget_usd=args.budget_usd,
                     budget_period=BudgetPeriod(args.budget_period),
                     expires_at=(
-                        now + timedelta(days=args.expires_in_days)
-                        if args.expires_in_days
-                        else None
+                        now + timedelta(days=args.expires_in_days) if args.expires_in_days else None
                     ),
                 )
             )

@@ -14,6 +14,7 @@ from techno_os_api.auth.admission import Admitter
 from techno_os_api.auth.authenticator import Authenticator
 from techno_os_api.core.config import Settings
 from techno_os_api.db.api_keys import KeyRepository
+from techno_os_api.db.calls import CallDatabase
 from techno_os_api.db.preferences import PreferencesRepository
 from techno_os_api.llm.gateway import LLMGateway
 from techno_os_api.llm.metrics import Metrics
@@ -29,6 +30,7 @@ class Services:
     keys: KeyRepository
     authenticator: Authenticator
     admitter: Admitter
+    calls: CallDatabase
     http_client: httpx.AsyncClient
 
 

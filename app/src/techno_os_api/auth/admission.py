@@ -30,29 +30,25 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import NoReturn
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from techno_os_api.auth.keys import ClientKey
 from techno_os_api.core.config import Settings
 from techno_os_api.core.errors import INSUFFICIENT_QUOTA, RATE_LIMITED, APIError, ErrorKind
-from techno_os_api.db.engine import DatabaseUnavailable, transaction
+from techno_os_api.db.calls import CallDatabase
+from techno_os_api.db.engine import DatabaseUnavailable
 from techno_os_api.llm.breaker import Clock
 from techno_os_api.llm.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-_ADMIT = text(
-    "SELECT verdict, retry_after, headroom FROM techno_os_admit("
-    ":key, :reservation, :rpm, :tpm, :tokens, :budget, :period, :cost, :hold)"
+_ADMIT = (
+    "SELECT verdict, retry_after, headroom FROM techno_os_admit($1::text, $2::uuid, "
+    "$3::int, $4::int, $5::int, $6::numeric, $7::text, $8::numeric, $9::float8)"
 )
-_SETTLE = text(
-    "SELECT techno_os_settle(:key, :reservation, :at, :period, :requests, :prompt, "
-    ":completion, :cost, :reserved_cost, :reserved_tokens)"
+_SETTLE = (
+    "SELECT techno_os_settle($1::text, $2::uuid, $3::timestamptz, $4::text, $5::int, "
+    "$6::bigint, $7::bigint, $8::numeric, $9::numeric, $10::int)"
 )
-_PRUNE_WINDOWS = text(
-    "DELETE FROM api_key_windows WHERE window_start < now() - interval '5 minutes'"
-)
+_PRUNE_WINDOWS = "DELETE FROM api_key_windows WHERE window_start < now() - interval '5 minutes'"
 
 
 @dataclass
@@ -95,12 +91,12 @@ class _OutageWindow:
 class Admitter:
     def __init__(
         self,
-        engine: AsyncEngine,
+        calls: CallDatabase,
         settings: Settings,
         metrics: Metrics,
         clock: Clock = time.time,
     ) -> None:
-        self._engine = engine
+        self._calls = calls
         self._metrics = metrics
         self._clock = clock
         self._default_parallel = settings.key_default_max_parallel
@@ -163,27 +159,23 @@ class Admitter:
         reserve = key.tpm is not None or key.budget_usd is not None
         reservation = uuid.uuid4() if reserve else None
         try:
-            async with transaction(self._engine) as conn:
-                row = (
-                    await conn.execute(
-                        _ADMIT,
-                        {
-                            "key": key.id,
-                            "reservation": reservation,
-                            "rpm": key.rpm,
-                            "tpm": key.tpm,
-                            "tokens": tokens,
-                            "budget": key.budget_usd,
-                            "period": key.budget_period.value,
-                            "cost": cost,
-                            "hold": self._hold,
-                        },
-                    )
-                ).one()
+            row = await self._calls.fetchrow(
+                _ADMIT,
+                key.id,
+                reservation,
+                key.rpm,
+                key.tpm,
+                tokens,
+                key.budget_usd,
+                key.budget_period.value,
+                cost,
+                self._hold,
+            )
         except DatabaseUnavailable as exc:
             log.warning("limits checked on this instance only, database unavailable: %s", exc)
             return self._admit_during_outage(key, tokens, cost)
-        verdict, retry_after, headroom = row
+        assert row is not None
+        verdict, retry_after, headroom = row["verdict"], row["retry_after"], row["headroom"]
         if headroom is not None:
             self._headroom[key.id] = headroom
         if verdict == "ok":
@@ -332,26 +324,25 @@ class Admitter:
     async def _write(self, batch: list[_Pending]) -> None:
         """One transaction for the batch; on any failure it is queued again, whole."""
         rows = [
-            {
-                "key": p.key_id,
-                "reservation": p.reservation,
-                "at": p.at,
-                "period": p.period,
-                "requests": p.requests,
-                "prompt": p.prompt,
-                "completion": p.completion,
-                "cost": p.cost,
-                "reserved_cost": p.reserved_cost,
-                "reserved_tokens": p.reserved_tokens,
-            }
+            (
+                p.key_id,
+                p.reservation,
+                p.at,
+                p.period,
+                p.requests,
+                p.prompt,
+                p.completion,
+                p.cost,
+                p.reserved_cost,
+                p.reserved_tokens,
+            )
             for p in batch
         ]
         try:
-            async with transaction(self._engine) as conn:
-                await conn.execute(_SETTLE, rows)
-                if self._clock() - self._last_prune > 60:
-                    await conn.execute(_PRUNE_WINDOWS)
-                    self._last_prune = self._clock()
+            await self._calls.executemany(_SETTLE, rows)  # one transaction
+            if self._clock() - self._last_prune > 60:
+                await self._calls.fetchrow(_PRUNE_WINDOWS)
+                self._last_prune = self._clock()
         except BaseException:
             self._requeue(batch)
             raise

@@ -26,7 +26,8 @@ from techno_os_api.auth import keys
 from techno_os_api.auth.keys import ClientKey
 from techno_os_api.core.config import Settings
 from techno_os_api.core.errors import AUTH_UNAVAILABLE, INVALID_API_KEY, RATE_LIMITED, APIError
-from techno_os_api.db.api_keys import KeyRepository
+from techno_os_api.db.api_keys import find_by_hash
+from techno_os_api.db.calls import CallDatabase
 from techno_os_api.db.engine import DatabaseUnavailable
 from techno_os_api.llm.breaker import Clock
 from techno_os_api.llm.metrics import Metrics
@@ -64,12 +65,12 @@ class _Entry:
 class Authenticator:
     def __init__(
         self,
-        repository: KeyRepository,
+        calls: CallDatabase,
         settings: Settings,
         metrics: Metrics,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._repository = repository
+        self._calls = calls
         self._metrics = metrics
         self._clock = clock
         self._ttl = settings.auth_cache_ttl_seconds
@@ -113,7 +114,7 @@ class Authenticator:
         if entry is not None and now - entry.checked_at < self._ttl:
             return entry.key
         try:
-            key = await self._repository.find_by_hash(digest)
+            key = await find_by_hash(self._calls, digest)
         except DatabaseUnavailable as exc:
             if (
                 entry is not None

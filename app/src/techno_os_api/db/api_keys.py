@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -12,6 +13,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from techno_os_api.auth.keys import BudgetPeriod, ClientKey, Role
+from techno_os_api.db.calls import CallDatabase
 from techno_os_api.db.engine import transaction
 from techno_os_api.db.tables import api_key_reservations, api_key_usage, api_keys
 
@@ -49,7 +51,7 @@ def _tuple(value: Any) -> tuple[str, ...] | None:
     return tuple(value) if value is not None else None
 
 
-def _key(row: RowMapping) -> ClientKey:
+def _key(row: RowMapping | Mapping[str, Any]) -> ClientKey:
     return ClientKey(
         id=row["id"],
         name=row["name"],
@@ -72,6 +74,19 @@ def _key(row: RowMapping) -> ClientKey:
 
 
 _COLUMNS = [c for c in api_keys.c if c.name != "key_hash"]
+
+
+_BY_HASH = (
+    "SELECT id, key_prefix, name, user_id, role, providers, models, max_tokens, rpm, tpm, "
+    "max_parallel, budget_usd, budget_period, expires_at, created_at, last_used_at, revoked_at "
+    "FROM api_keys WHERE key_hash = $1"
+)
+
+
+async def find_by_hash(calls: CallDatabase, key_hash: bytes) -> ClientKey | None:
+    """The authenticator's lookup: one round trip on the per-call pool."""
+    row = await calls.fetchrow(_BY_HASH, key_hash)
+    return _key(row) if row is not None else None
 
 
 class KeyRepository:
