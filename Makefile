@@ -2,17 +2,19 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help host-deps venv artifact sandbox deploy up down ssh tunnel lint test-app \
-	test-scripts test-alerts test-deploy idempotence verify drills test bench
+	test-scripts test-alerts test-deploy idempotence verify drills test bench up-cluster \
+	down-cluster rollback api-key
 
 VENV := .venv
 BIN := $(VENV)/bin
 INVENTORY ?= inventories/local.py
+CLUSTER := inventories/cluster.py
 # CI starts from a brand-new sandbox, so `make test` proves the fresh-machine path every time.
 FRESH_SANDBOX ?= $(CI)
 ARCHS ?= x86_64 aarch64
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 # Deploys and suites that change or read the sandbox take turns (two terminals, two sessions).
-ONE_AT_A_TIME := flock /tmp/techno-os-$(or $(SANDBOX_NAME),techno-os-vm).lock env
+ONE_AT_A_TIME := flock /tmp/techno-os-$(notdir $(basename $(INVENTORY))).lock env
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,20 +29,35 @@ $(VENV)/.stamp: pyproject.toml app/pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python -q -r pyproject.toml -e ./app
 	touch $@
 
-artifact: venv ## Build the app artifact: wheel, wheelhouses, manifest (build/artifact)
+artifact: venv host-deps ## Build the release: wheel, wheelhouses, images, manifest (build/artifact)
+	$(BIN)/python tools/sandbox.py engine
 	$(BIN)/python tools/build_artifact.py $(addprefix --arch ,$(ARCHS))
 
-sandbox: venv host-deps ## Create the local VM techno-os-vm (SSH on 127.0.0.1:2222)
-	$(if $(filter true,$(FRESH_SANDBOX)),$(BIN)/python tools/sandbox.py down)
-	$(BIN)/python tools/sandbox.py up
+sandbox: venv host-deps ## Create the local VMs techno-os-vm and techno-os-backup
+	$(if $(filter true,$(FRESH_SANDBOX)),$(BIN)/python tools/sandbox.py down inventories/local.py)
+	$(BIN)/python tools/sandbox.py up inventories/local.py
 
 deploy: venv artifact ## Deploy to INVENTORY (default: the local VM)
 	$(ONE_AT_A_TIME) $(BIN)/pyinfra -y $(INVENTORY) deploy.py
 
 up: host-deps venv artifact sandbox deploy ## Fresh machine -> healthy stack in the local VM
 
-down: venv ## Destroy the local VM and its volumes
-	$(BIN)/python tools/sandbox.py down
+down: venv ## Destroy the local VMs and their volumes
+	$(BIN)/python tools/sandbox.py down inventories/local.py
+
+up-cluster: host-deps venv artifact ## Five VMs (edge, db, 2 api, backup) and a deploy to them
+	$(if $(filter true,$(FRESH_SANDBOX)),$(BIN)/python tools/sandbox.py down $(CLUSTER))
+	$(BIN)/python tools/sandbox.py up $(CLUSTER)
+	flock /tmp/techno-os-cluster.lock $(BIN)/pyinfra -y $(CLUSTER) deploy.py
+
+down-cluster: venv ## Destroy the cluster's VMs
+	$(BIN)/python tools/sandbox.py down $(CLUSTER)
+
+rollback: venv ## Put the previous API release back on every API host of INVENTORY
+	$(ONE_AT_A_TIME) $(BIN)/python tools/release.py $(INVENTORY) rollback
+
+api-key: venv ## Client keys on INVENTORY: make api-key ARGS="create --user alice --rpm 60"
+	@$(BIN)/python tools/api_key.py $(INVENTORY) $(ARGS)
 
 ssh: venv ## Open a root shell in the local VM
 	$(BIN)/python tools/sandbox.py ssh

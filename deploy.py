@@ -1,29 +1,40 @@
-"""Techno OS backend: the runbook's stack on a Debian 12 host.
+"""Techno OS backend: the runbook's stack on Debian 12 hosts, by role (inventory groups edge, db,
+api, backup; one host may hold several).
 
-pyinfra inventories/prod.py deploy.py     production
-pyinfra inventories/local.py deploy.py    the local VM (make deploy)
+pyinfra inventories/prod.py deploy.py      production
+pyinfra inventories/local.py deploy.py     the local sandbox (make deploy)
+pyinfra inventories/cluster.py deploy.py   the cluster sandbox (make up-cluster)
 """
 
 from tasks.alertmanager import alertmanager
 from tasks.backup import backup_and_cron
 from tasks.base import base_system
+from tasks.database import database
 from tasks.docker import docker_engine
 from tasks.environment import environment_file
-from tasks.images import build_images
+from tasks.firewall import firewall
+from tasks.images import load_images
 from tasks.node_exporter import node_exporter
 from tasks.prometheus import standalone_prometheus
 from tasks.proxy import reverse_proxy
-from tasks.stack import compose_stack
+from tasks.release import api_release, release_tool
+from tasks.sandbox_key import sandbox_key
+from tasks.standin import llm_standin
 from tasks.validate import validate_inputs
 
 validate_inputs()
 base_system()
-docker_engine()
-images = build_images()
-env = environment_file()
-compose_stack(inputs_changed=[*images, env])
-standalone_prometheus()
+firewall()
 node_exporter()
-alertmanager()
-reverse_proxy()
+docker_engine()
+images = load_images()
+env = environment_file()
 backup_and_cron()
+database(stack_inputs=images["db"])
+llm_standin()
+tool = release_tool()
+reverse_proxy()
+api_release(inputs=[*images["api"], *env, *tool])
+standalone_prometheus()
+alertmanager()
+sandbox_key()

@@ -1,5 +1,8 @@
 """Defaults for every host. Every value the runbook names is here; environments override in
-group_data/<group>.py. Secrets (API keys, DB password) never live here: see `secrets_file`."""
+group_data/<group>.py. Secrets (API keys, DB password) never live here: see `secrets_file`.
+
+Roles come from the inventory's groups (`edge`, `db`, `api`, `backup`), and each host's data
+`private_address` says where the others reach it (tasks/topology.py)."""
 
 # --- Paths (the runbook's) ---------------------------------------------------------------
 backend_dir = "/opt/techno-os/app/backend"
@@ -9,33 +12,39 @@ build_dir = "/opt/techno-os/build"
 backup_log = "/var/log/backup_obs.log"
 textfile_collector_dir = "/var/lib/prometheus/node-exporter"
 
-# --- Compose stack -------------------------------------------------------------------------
+# --- Database host: the compose project (PostgreSQL) ---------------------------------------
 compose_project = "techno-os-backend"  # makes the volume techno-os-backend_postgres_data
-api_container = "techno-os-api"
 db_container = "techno-os-db"
 db_volume = "techno-os-backend_postgres_data"
 db_user = "techno_user"
 db_name = "techno_os"
-api_bind_address = "127.0.0.1"  # loopback only: a proxy, not Docker, exposes the API
-api_port = 8000
+db_port = 5432  # on loopback, and on the private address when an API host is elsewhere
+db_config_dir = "/opt/techno-os/postgres"  # postgresql.conf and pg_hba.conf, managed here
 container_log_max_size = "10m"
 container_log_max_files = 5
 stack_health_timeout_seconds = 180
 
-# --- Images ---------------------------------------------------------------------------------
-base_image = "techno-os/debian:bookworm"
-api_image_repository = "techno-os/api"
-db_image_repository = "techno-os/postgres"
-debian_mirror = "http://deb.debian.org/debian"
-artifact_dir = "build/artifact"  # on the control machine, made by `make artifact`
+# --- API hosts: releases without downtime (tasks/release.py, techno-os-release) ---------------
+# Each API host's front (Caddy) listens on api_port (loopback, and the private address when the
+# edge is another host) and forwards to the live release, which runs on one of the two slot
+# ports (loopback only); a new release starts on the other slot and takes over when ready.
+api_container = "techno-os-api"
+api_port = 8000
+api_slot_ports = [8001, 8002]
+api_ready_timeout_seconds = 120  # a new release that is not ready by then is not switched to
+api_drain_seconds = 3  # between the switch and stopping the old release
+api_stop_timeout_seconds = 70  # SIGTERM to SIGKILL for the old release (uvicorn drains first)
+keep_releases = 3  # images of the last releases kept on each host (`make rollback`)
+
+# --- The release's artifact (wheel, wheelhouses, images), made by `make artifact` ------------
+artifact_dir = "build/artifact"  # on the control machine
 
 # --- Prometheus (standalone, outside compose) ------------------------------------------------
 prometheus_listen_address = "127.0.0.1:9090"
 prometheus_retention = "15d"
-# Repository files, relative to the repo root; a site may point them at its own copies.
-prometheus_config_file = "files/prometheus.yml"
+# Alert rules: repository files, relative to the repo root (a site may point at its own copy).
 prometheus_rules_dir = "files/prometheus"
-node_exporter_listen_address = "127.0.0.1:9100"
+node_exporter_port = 9100  # loopback, and the private address when Prometheus is elsewhere
 
 # --- Alertmanager (Debian's prometheus-alertmanager, loopback, no clustering) ----------------
 alertmanager_listen_address = "127.0.0.1:9093"  # files/prometheus.yml sends alerts here
@@ -75,6 +84,15 @@ proxy_basic_auth_user = "ops"
 hsts_max_age_seconds = 31536000
 # Ports that may listen on public addresses besides SSH (tests/infra check it).
 public_ports = [80, 443]
+# What the proxy lets reach the API (slow or huge clients cannot hold connections or memory).
+proxy_max_body_size = "8MB"
+proxy_max_header_size = "64KB"
+proxy_read_header_timeout = "10s"
+proxy_read_body_timeout = "60s"
+proxy_idle_timeout = "2m"
+
+# --- Firewall (nftables, every host): SSH, 80/443 on the edge, the flows between roles --------
+ssh_allowed_from = ["0.0.0.0/0", "::/0"]
 
 # --- Backup ----------------------------------------------------------------------------------
 backup_cron_schedule = "0 2 * * *"
@@ -89,6 +107,22 @@ llm_circuit_failure_threshold = 3
 llm_circuit_cooldown_seconds = 60
 # Provider -> base URL override (e.g. a regional endpoint or a proxy); empty uses the default.
 llm_base_urls: dict[str, str] = {}
+
+# --- Client keys, limits and spend (python -m techno_os_api.keys; `make api-key`) ------------
+# Defaults of every key (a key's own values win): the models it may call (empty: any allowed
+# one), a per-call cap on max_tokens (None: none), its concurrent calls per API instance.
+key_default_models: list[str] = []
+key_default_max_tokens: int | None = None
+key_default_max_parallel = 8
+# max_tokens the gateway sends (and reserves budget for) when a call names none.
+llm_default_max_tokens = 4096
+# Prices replacing the shipped table's (USD per million tokens), e.g.
+# {"openai": {"models": {"gpt-4o": {"prompt": 2.5, "completion": 10}}}}.
+llm_prices: dict[str, dict] = {}
+# Alert (LLMSpendHigh) when every key together spends faster than this.
+llm_spend_alert_usd_per_hour = 50.0
+# Serve /docs, /redoc and /openapi.json (they tell a stranger every route): off in production.
+api_docs_enabled = False
 
 # --- Secrets ----------------------------------------------------------------------------
 # KEY=VALUE lines (DB_PASSWORD, <PROVIDER>_API_KEY), untracked; the operator's environment wins.

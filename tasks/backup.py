@@ -1,12 +1,30 @@
+"""The database host: the runbook's backup and restore scripts, their settings and the nightly
+cron line."""
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import crontab, files
 
+from tasks import topology
+from tasks.common import DataRules, check_data
+from tasks.images import db_image
+
 SCRIPTS = ["backup_observability.sh", "restore_observability.sh"]
+
+DATA: DataRules = {
+    "backup_cron_schedule": (str, lambda v: len(v.split()) == 5, "five cron fields"),
+    "retention_days": (int, lambda v: v >= 1, "a whole number of days >= 1"),
+}
+
+
+def check() -> None:
+    check_data(DATA)
 
 
 @deploy("Backup script, restore script and the daily cron line")
 def backup_and_cron() -> None:
+    if not topology.has("db"):
+        return
     files.template(
         name="Settings of the backup and restore scripts (/etc/default/techno-os)",
         src="templates/techno-os.default.j2",
@@ -14,6 +32,8 @@ def backup_and_cron() -> None:
         user="root",
         group="root",
         mode="0644",
+        restore_image=db_image().tag,
+        api_here=topology.has("api"),
     )
     for script in SCRIPTS:
         files.put(

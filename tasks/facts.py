@@ -41,3 +41,70 @@ class PathsDiffer(FactBase[bool]):
 
     def process(self, output: list[str]) -> bool:
         return "".join(output).strip() != "same"
+
+
+class AlembicRevision(FactBase[str]):
+    """The database's schema revision (alembic_version), or "" when there is none yet (no
+    container, no database, or never migrated)."""
+
+    def command(self, container: str, user: str, database: str) -> str:
+        return (
+            f"docker exec {shlex.quote(container)} psql -qtAX -U {shlex.quote(user)} "
+            f"-d {shlex.quote(database)} -c 'SELECT version_num FROM alembic_version' "
+            "2>/dev/null || true"
+        )
+
+    def process(self, output: list[str]) -> str:
+        return "".join(output).strip()
+
+
+class RolePasswordVerifier(FactBase[str]):
+    """The SCRAM verifier PostgreSQL stores for a role (pg_authid.rolpassword: a salted hash,
+    never the password), or "" when there is no database yet. Compared with the DB_PASSWORD
+    secret on the control machine (tasks/database.py)."""
+
+    def command(self, container: str, user: str, role: str) -> str:
+        return (
+            f"docker exec {shlex.quote(container)} psql -qtAX -U {shlex.quote(user)} -d postgres "
+            f"-c \"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'\" "
+            "2>/dev/null || true"
+        )
+
+    def process(self, output: list[str]) -> str:
+        return "".join(output).strip()
+
+
+class ReleaseServing(FactBase[bool]):
+    """True when the API host's live release runs this image with today's env file and its front
+    points at it (`techno-os-release check`); False on a host without a release yet."""
+
+    def command(self, image: str) -> str:
+        return (
+            f"/usr/local/bin/techno-os-release check {shlex.quote(image)} >/dev/null 2>&1 "
+            "&& echo yes || echo no"
+        )
+
+    def process(self, output: list[str]) -> bool:
+        return "".join(output).strip() == "yes"
+
+
+class FileExists(FactBase[bool]):
+    def command(self, path: str) -> str:
+        return f"test -e {shlex.quote(path)} && echo yes || echo no"
+
+    def process(self, output: list[str]) -> bool:
+        return "".join(output).strip() == "yes"
+
+
+class ClientKeyStatus(FactBase[str]):
+    """`active`, `revoked` or `expired` for a client key id (the operators' tool in the API
+    container), or `absent` (no such key, or no API yet)."""
+
+    def command(self, container: str, key_id: str) -> str:
+        return (
+            f"docker exec {shlex.quote(container)} python -m techno_os_api.keys show "
+            f"{shlex.quote(key_id)} 2>/dev/null | jq -r .status 2>/dev/null || echo absent"
+        )
+
+    def process(self, output: list[str]) -> str:
+        return "".join(output).strip() or "absent"

@@ -1,101 +1,89 @@
+"""The release's images where they run: the API image on every API host, the PostgreSQL image on
+the database host. They are built once per release by `make artifact` (tools/build_artifact.py)
+and travel as `docker save | zstd` tarballs: uploaded over SSH and `docker load`ed, then checked
+to be exactly the manifest's image id. No registry, no build on any host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import FindFiles
 from pyinfra.facts.server import Arch
 from pyinfra.operations import files, server
-from pyinfra.operations.util import any_changed
 
-from tasks import inputs
+from tasks import topology
+from tasks.common import artifact, fail
 from tasks.facts import DockerImageId
 
-
-def api_image_tag() -> str:
-    return f"{host.data.api_image_repository}:{inputs.artifact().version}"
+IMAGES_BY_ROLE = {"api": "api", "db": "postgres"}
 
 
-def db_image_tag() -> str:
-    return f"{host.data.db_image_repository}:15-{inputs.artifact().version}"
+@dataclass(frozen=True)
+class Image:
+    tag: str
+    id: str
+    file: str
+    arch: str
 
 
-def _build_image(tag: str, context: str, context_ops: list[OperationMeta]) -> OperationMeta:
-    """Build when the tag is absent or its context changed: an unchanged artifact is no rebuild."""
-    missing = not host.get_fact(DockerImageId, tag=tag)
-    return server.shell(
-        name=f"Build image {tag}",
-        commands=[
-            f"docker build --quiet --build-arg BASE_IMAGE={host.data.base_image} "
-            f"--build-arg APP_VERSION={inputs.artifact().version} "
-            f"--tag {tag} {context}"
-        ],
-        _if=(lambda: True) if missing else any_changed(*context_ops),
-    )
+def image(kind: str) -> Image:
+    found = artifact().images.get(kind)
+    if found is None:
+        raise fail(f"the artifact has no {kind} image: make artifact (needs Docker here)")
+    return Image(found["tag"], found["id"], found["file"], found["arch"])
 
 
-@deploy("Images: Debian base, API and PostgreSQL, tagged with the artifact version")
-def build_images() -> list[OperationMeta]:
-    artifact = inputs.artifact()
-    build = host.data.build_dir
-    arch = host.get_fact(Arch)
-    if arch not in artifact.wheelhouses:
-        raise inputs.fail(
-            f"the artifact has no wheelhouse for this host's CPU ({arch}); "
-            f"it has {sorted(artifact.wheelhouses)}: make artifact ARCHS={arch}"
+def check() -> None:
+    for kind in IMAGES_BY_ROLE.values():
+        path = artifact().directory / image(kind).file
+        if not path.is_file():
+            raise fail(f"{path} is missing: make artifact")
+
+
+def api_image() -> Image:
+    return image("api")
+
+
+def db_image() -> Image:
+    return image("postgres")
+
+
+@deploy("Images: the release's API and PostgreSQL images, loaded where they run")
+def load_images() -> dict[str, list[OperationMeta]]:
+    """The load operations by role (what changed there triggers a restart or a release)."""
+    loaded: dict[str, list[OperationMeta]] = {"api": [], "db": []}
+    remote_dir = f"{host.data.build_dir}/images"
+    for role, kind in IMAGES_BY_ROLE.items():
+        if not topology.has(role):
+            continue
+        wanted = image(kind)
+        arch = host.get_fact(Arch)
+        if arch != wanted.arch:
+            raise fail(
+                f"the artifact's {kind} image is for {wanted.arch}, this host is {arch}: build "
+                "the artifact on a machine of the hosts' architecture"
+            )
+        if host.get_fact(DockerImageId, tag=wanted.tag) == wanted.id:
+            continue
+        tarball = f"{remote_dir}/{wanted.file.rsplit('/', 1)[-1]}"
+        files.directory(name=f"Directory {remote_dir}", path=remote_dir, mode="0750")
+        files.put(
+            name=f"Upload the {kind} image {wanted.tag}",
+            src=str(artifact().directory / wanted.file),
+            dest=tarball,
+            mode="0640",
         )
-
-    files.put(
-        name="Upload the base image builder",
-        src="files/images/base/build_base_image.sh",
-        dest=f"{build}/build_base_image.sh",
-        mode="0755",
-    )
-    if not host.get_fact(DockerImageId, tag=host.data.base_image):
-        server.shell(
-            name=f"Build the Debian base image {host.data.base_image} "
-            "(pulled when a registry answers, else debootstrap + docker import)",
-            commands=[
-                f"DEBIAN_MIRROR={host.data.debian_mirror} "
-                f"{build}/build_base_image.sh "
-                f"{host.data.base_image}"
-            ],
+        loaded[role].append(
+            server.shell(
+                name=f"Load {wanted.tag} and check it is image {wanted.id[:19]}",
+                commands=[
+                    f"zstd -dc {tarball} | docker load --quiet",
+                    f'test "$(docker image inspect --format {{{{.Id}}}} {wanted.tag})" '
+                    f"= {wanted.id}",
+                    f"rm -f {tarball}",
+                ],
+            )
         )
-
-    api_context = f"{build}/api"
-    # The Dockerfile installs techno_os_api-*.whl: only the current version may be there.
-    for stale in host.get_fact(FindFiles, path=api_context, fname="techno_os_api-*.whl") or []:
-        if not stale.endswith(f"/{artifact.wheel}"):
-            files.file(name=f"Remove the previous wheel {stale}", path=stale, present=False)
-    api_inputs = [
-        files.put(
-            name="Upload the API Dockerfile", src="app/Dockerfile", dest=f"{api_context}/Dockerfile"
-        ),
-        files.put(
-            name="Upload the locked requirements",
-            src=str(artifact.directory / "requirements.lock"),
-            dest=f"{api_context}/requirements.lock",
-        ),
-        files.put(
-            name=f"Upload the app wheel {artifact.wheel}",
-            src=str(artifact.directory / artifact.wheel),
-            dest=f"{api_context}/{artifact.wheel}",
-        ),
-        files.sync(
-            name=f"Upload the wheelhouse for {arch}",
-            src=str(artifact.directory / artifact.wheelhouses[arch]),
-            dest=f"{api_context}/wheelhouse",
-            delete=True,
-        ),
-    ]
-    db_context = f"{build}/postgres"
-    db_inputs = [
-        files.sync(
-            name="Upload the PostgreSQL image context",
-            src="files/images/postgres",
-            dest=db_context,
-            delete=True,
-        ),
-    ]
-    return [
-        _build_image(api_image_tag(), api_context, api_inputs),
-        _build_image(db_image_tag(), db_context, db_inputs),
-    ]
+    return loaded

@@ -1,18 +1,43 @@
+"""Caddy on the edge host (the only public listener: TLS for api., prometheus., alertmanager.)
+and on every API host (the front on api_port that forwards to the live release).
+
+Debian's caddy 2.6: automatic HTTPS through ACME in production, bcrypt basic auth, HTTP -> HTTPS,
+active health checks and retries across the API hosts. The Caddyfile is staged and checked by
+`caddy validate` (as the caddy user, which also proves it can read certificate files) before it
+is installed and Caddy reloads (gracefully: requests in flight finish).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets as token
 from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt, files
 
-from tasks import inputs
-from tasks.facts import PathsDiffer
-from tasks.services import keep_service
+from tasks import topology
+from tasks.common import (
+    DataRules,
+    append_secrets,
+    check_data,
+    fail,
+    is_duration,
+    secret,
+    secrets_path,
+)
+from tasks.facts import FileExists
+from tasks.release import UPSTREAM, upstream
+from tasks.services import ConfigFile, checked_config, keep_service
 
 CADDYFILE = "/etc/caddy/Caddyfile"
-STAGED = "/etc/caddy/staged"
 # Caddy's home: its certificates, ACME account and (tls_mode internal) local CA live below it.
 CADDY_HOME = "/var/lib/caddy"
+TLS_MODES = ("acme", "files", "internal")
+_BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+_SIZE = re.compile(r"\d+(B|KB|MB|GB|KiB|MiB|GiB)")
 
 # The package starts Caddy at once with its own Caddyfile, a file server on port 80. Written
 # before the package on a fresh host, this one serves nothing until the validated config lands.
@@ -25,8 +50,90 @@ PLACEHOLDER = """\
 """
 
 
-@deploy("Reverse proxy (Caddy): TLS on the public interfaces, auth for Prometheus/Alertmanager")
+def _is_domain(value: str) -> bool:
+    label = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+    return len(value) <= 200 and re.fullmatch(rf"({label}\.)+{label}", value) is not None
+
+
+DATA: DataRules = {
+    "public_domain": (str, _is_domain, "a DNS name such as example.com"),
+    "tls_mode": (str, lambda v: v in TLS_MODES, f"one of {TLS_MODES}"),
+    "acme_email": (str, lambda v: not v or "@" in v, "empty or an e-mail address"),
+    "tls_cert_file": (str, lambda v: not v or v.startswith("/"), "empty or an absolute path"),
+    "tls_key_file": (str, lambda v: not v or v.startswith("/"), "empty or an absolute path"),
+    "proxy_basic_auth_user": (
+        str,
+        lambda v: re.fullmatch(r"[A-Za-z0-9._-]+", v) is not None,
+        "a user name of letters, digits, '.', '_' and '-'",
+    ),
+    "hsts_max_age_seconds": (int, lambda v: v >= 0, "a whole number of seconds"),
+    "public_ports": (list, lambda v: all(isinstance(p, int) for p in v), "a list of TCP ports"),
+    "proxy_max_body_size": (str, lambda v: _SIZE.fullmatch(v) is not None, "a size like 8MB"),
+    "proxy_max_header_size": (str, lambda v: _SIZE.fullmatch(v) is not None, "a size like 64KB"),
+    "proxy_read_header_timeout": (str, is_duration, "a duration such as 10s"),
+    "proxy_read_body_timeout": (str, is_duration, "a duration such as 60s"),
+    "proxy_idle_timeout": (str, is_duration, "a duration such as 2m"),
+}
+
+
+def check() -> None:
+    check_data(DATA)
+    if host.data.tls_mode == "files" and not (host.data.tls_cert_file and host.data.tls_key_file):
+        raise fail("group data `tls_mode` = 'files' needs `tls_cert_file` and `tls_key_file`")
+    if host.data.tls_mode == "internal" and not host.data.disposable:
+        raise fail(
+            "group data `tls_mode` = 'internal' (a local CA no browser trusts) is only allowed "
+            "on a disposable host: use 'acme' or 'files'"
+        )
+    bad = sorted(set(host.data.public_ports) - {22, 80, 443})
+    if bad:
+        raise fail(f"group data `public_ports` names {bad}: only SSH and the proxy (80, 443)")
+    if topology.has("edge"):
+        basic_auth_hash()
+
+
+def basic_auth_hash() -> str:
+    """PROXY_BASIC_AUTH_HASH (bcrypt); generated with its password on a disposable host."""
+    hashed = secret("PROXY_BASIC_AUTH_HASH")
+    if not hashed and host.data.disposable:
+        import bcrypt
+
+        password = token.token_urlsafe(18)
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
+        append_secrets(
+            {"PROXY_BASIC_AUTH_PASSWORD": password, "PROXY_BASIC_AUTH_HASH": hashed},
+            "Reverse proxy basic auth (Prometheus, Alertmanager), made by the deploy.",
+        )
+    if not hashed:
+        raise fail(
+            f"PROXY_BASIC_AUTH_HASH is missing: set a bcrypt hash in the environment or in "
+            f"{secrets_path().name} (untracked), e.g. `caddy hash-password` or `python3 -c "
+            "'import bcrypt,getpass; print(bcrypt.hashpw(getpass.getpass().encode(), "
+            "bcrypt.gensalt()).decode())'`"
+        )
+    if not _BCRYPT.fullmatch(hashed):
+        raise fail("PROXY_BASIC_AUTH_HASH is not a bcrypt hash ($2a$/$2b$/$2y$, 60 characters)")
+    return hashed
+
+
+def caddy_data() -> dict[str, object]:
+    data = host.data
+    edge = topology.the("edge")
+    fronts = [f"{topology.address_from(api)}:{data.api_port}" for api in topology.hosts_with("api")]
+    return {
+        "edge": topology.has("edge"),
+        "api": topology.has("api"),
+        "basic_auth_hash": basic_auth_hash() if topology.has("edge") else "",
+        "api_fronts": fronts,
+        "front_bind": topology.listen_addresses(serves_other_hosts=edge.name != host.name),
+        "upstream_file": UPSTREAM,
+    }
+
+
+@deploy("Reverse proxy (Caddy): TLS on the edge, the API front on API hosts")
 def reverse_proxy() -> None:
+    if not (topology.has("edge") or topology.has("api")):
+        return
     if host.get_fact(File, path=CADDYFILE) is None:
         files.put(
             name=f"Placeholder {CADDYFILE} before the first install (serves nothing)",
@@ -35,35 +142,29 @@ def reverse_proxy() -> None:
             mode="0644",
         )
     apt.packages(name="Install Caddy (Debian)", packages=["caddy"], no_recommends=True)
-
-    # Staged, validated by Caddy itself as the caddy user (which also proves it can read the
-    # certificate files of tls_mode "files"), then installed: a bad Caddyfile never reaches the
-    # running proxy.
-    files.directory(
-        name=f"Staging directory {STAGED} (root:caddy, 0750)",
-        path=STAGED,
-        user="root",
-        group="caddy",
-        mode="0750",
-    )
-    staged = files.template(
-        name="Stage the Caddyfile (root:caddy, 0640: it holds the basic auth hash)",
-        src="templates/Caddyfile.j2",
-        dest=f"{STAGED}/Caddyfile",
-        user="root",
-        group="caddy",
-        mode="0640",
-        basic_auth_hash=inputs.proxy_basic_auth_hash(),
-    )
-    drifted = host.get_fact(PathsDiffer, first=f"{STAGED}/Caddyfile", second=CADDYFILE)
-    installed = server.shell(
-        name="Validate the staged Caddyfile (caddy validate) and install it",
-        commands=[
-            f"runuser -u caddy -- env HOME={CADDY_HOME} caddy validate "
-            f"--config {STAGED}/Caddyfile --adapter caddyfile",
-            f"install -m 0640 -o root -g caddy {STAGED}/Caddyfile {CADDYFILE}",
+    if topology.has("api") and not host.get_fact(FileExists, path=UPSTREAM):
+        # The first release writes the real one; until then the front answers 502.
+        files.put(
+            name=f"Front upstream {UPSTREAM} before the first release",
+            src=StringIO(upstream(host.data.api_slot_ports[0])),
+            dest=UPSTREAM,
+            mode="0644",
+        )
+    installed = checked_config(
+        "caddy",
+        [
+            ConfigFile(
+                CADDYFILE,
+                template="templates/Caddyfile.j2",
+                group="caddy",
+                mode="0640",
+                data=caddy_data(),
+            )
         ],
-        # Also when the live Caddyfile drifted from the staged one (edited by hand).
-        _if=staged.did_change if not drifted else (lambda: True),
+        check=(
+            f"runuser -u caddy -- env HOME={CADDY_HOME} caddy validate "
+            f"--config {{staged:{CADDYFILE}}} --adapter caddyfile"
+        ),
+        what="the Caddyfile (caddy validate)",
     )
     keep_service("caddy", config_installed=installed)

@@ -1,18 +1,39 @@
+"""Every module's own checks, run while the deploy is planned: a bad value stops it before any
+operation touches any host, with a message naming the host and the value."""
+
 from pyinfra import config
 from pyinfra.api import DeployError, deploy
 
-from tasks import inputs
+from tasks import (
+    alertmanager,
+    backup,
+    base,
+    database,
+    environment,
+    firewall,
+    images,
+    prometheus,
+    proxy,
+    release,
+    topology,
+)
 
 
 @deploy("Validate the deploy's inputs before any change")
 def validate_inputs() -> None:
-    # Raised while operations are being planned, so nothing has touched any host yet.
     if config.DIFF:
         raise DeployError("--diff would print the .env (secrets) into the log: run without it")
-    inputs.check_host_data()
-    inputs.check_providers()
-    inputs.secrets()
-    inputs.artifact()
-    inputs.check_prometheus_config()
-    inputs.check_alerting()
-    inputs.check_proxy()
+    for module in (
+        topology,
+        base,
+        firewall,
+        images,
+        database,
+        environment,
+        release,
+        proxy,
+        prometheus,
+        alertmanager,
+        backup,
+    ):
+        module.check()

@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
-"""Build the app artifact in build/artifact/: the wheel, a wheelhouse per architecture, the lock
-and manifest.json (layout in docs/architecture.md).
+"""Build the app artifact in build/artifact/: the wheel, a wheelhouse per architecture, the lock,
+the release's container images and manifest.json (layout in docs/architecture.md).
 
-    python tools/build_artifact.py                      # x86_64 and aarch64
+    python tools/build_artifact.py                      # x86_64 and aarch64 wheelhouses
     python tools/build_artifact.py --arch x86_64        # one architecture
+    python tools/build_artifact.py --no-images          # wheel and wheelhouses only
     python tools/build_artifact.py --out /tmp/artifact
+
+The images (techno-os/api:<v>, techno-os/postgres:15-<v>) are built here, once per release,
+with this machine's Docker engine and for its architecture, then saved as zstd-compressed
+`docker save` tarballs in images/: the deploy uploads them to the hosts that run them and loads
+them there (no registry), and checks on every host that it runs exactly the manifest's image id.
 
 Every locked dependency is fetched as a wheel for CPython 3.11 on manylinux <arch> (glibc up to
 Debian 12's 2.36) and checked against the hashes in app/requirements.lock, so the image can be
@@ -19,11 +25,13 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "app"
 LOCK = APP / "requirements.lock"
 VERSION_FILE = APP / "src" / "techno_os_api" / "__init__.py"
+BASE_IMAGE_SCRIPT = REPO / "files" / "images" / "base" / "build_base_image.sh"
 DIST = "techno_os_api"  # the wheel's file-name prefix
 ARCHES = ("x86_64", "aarch64")
 PYTHON_VERSION = "3.11"
@@ -209,6 +218,103 @@ def fill_wheelhouse(pins: list[Pin], wheelhouse: Path, arch: str) -> None:
     print(f"{wheelhouse.name}: complete")
 
 
+def known_providers(wheel: Path) -> list[str]:
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); "
+        "from techno_os_api.core.config import KNOWN_PROVIDERS; print(json.dumps(KNOWN_PROVIDERS))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(wheel)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise BuildError(f"cannot read KNOWN_PROVIDERS from {wheel.name}: {result.stderr}")
+    providers: list[str] = json.loads(result.stdout)
+    return providers
+
+
+def migration_head(wheel: Path) -> str:
+    """The Alembic revision no other revision of the wheel revises."""
+    revisions: dict[str, str | None] = {}
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            if "/migrations/versions/" in name and name.endswith(".py"):
+                text = archive.read(name).decode()
+                revision = re.search(r'^revision = "([^"]+)"', text, re.MULTILINE)
+                down = re.search(r'^down_revision = (?:"([^"]+)"|None)', text, re.MULTILINE)
+                if revision and down:
+                    revisions[revision.group(1)] = down.group(1)
+    heads = set(revisions) - {d for d in revisions.values() if d}
+    if len(heads) != 1:
+        raise BuildError(f"{wheel.name}: expected one migration head, found {sorted(heads)}")
+    return heads.pop()
+
+
+def docker(*argv: str, capture: bool = True) -> str:
+    result = subprocess.run(
+        ["docker", *argv], cwd=REPO, capture_output=capture, text=True, check=False
+    )
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout or "").strip()[-2000:] if capture else ""
+        raise BuildError(f"docker {' '.join(argv[:2])} failed: {detail}")
+    return result.stdout.strip() if capture else ""
+
+
+def image_context(kind: str, out: Path, wheel: Path, arch: str) -> Path:
+    """The build context of an image: the API's is assembled from the artifact."""
+    if kind == "postgres":
+        return REPO / "files" / "images" / "postgres"
+    context = out / "context-api"
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir()
+    shutil.copy(APP / "Dockerfile", context / "Dockerfile")
+    shutil.copy(out / "requirements.lock", context / "requirements.lock")
+    shutil.copy(wheel, context / wheel.name)
+    shutil.copytree(out / f"wheelhouse-{arch}", context / "wheelhouse")
+    return context
+
+
+def build_images(out: Path, wheel: Path, version: str, base_image: str) -> dict[str, object]:
+    """Build, tag and save the release's images; an unchanged image is not saved again."""
+    arch = platform.machine()
+    if arch not in ARCHES:
+        raise BuildError(f"no images for this machine's architecture {arch}")
+    try:
+        docker("image", "inspect", base_image)
+    except BuildError:
+        run(["bash", str(BASE_IMAGE_SCRIPT), base_image], f"building the base image {base_image}")
+    images: dict[str, object] = {}
+    directory = out / "images"
+    directory.mkdir(exist_ok=True)
+    for kind, tag in (
+        ("api", f"techno-os/api:{version}"),
+        ("postgres", f"techno-os/postgres:15-{version}"),
+    ):
+        context = image_context(kind, out, wheel, arch)
+        print(f"+ docker build {tag}", flush=True)
+        docker(
+            "build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}",
+            "--build-arg", f"APP_VERSION={version}", "--tag", tag, str(context),
+        )  # fmt: skip
+        image_id = docker("image", "inspect", "--format", "{{.Id}}", tag)
+        name = f"{kind}-{version}-{arch}.tar.zst"
+        saved = directory / name
+        stamp = directory / f"{name}.id"
+        if not (saved.exists() and stamp.exists() and stamp.read_text().strip() == image_id):
+            for old in directory.glob(f"{kind}-*.tar.zst*"):
+                old.unlink()
+            print(f"+ docker save {tag} | zstd > images/{name}", flush=True)
+            with saved.open("wb") as target:
+                save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
+                zstd = subprocess.run(["zstd", "-q", "-T0", "-6"], stdin=save.stdout, stdout=target)
+                if save.wait() != 0 or zstd.returncode != 0:
+                    raise BuildError(f"saving {tag} failed")
+            stamp.write_text(image_id + "\n")
+        images[kind] = {"tag": tag, "id": image_id, "file": f"images/{name}", "arch": arch}
+        if kind == "api":
+            shutil.rmtree(context, ignore_errors=True)
+    return images
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -218,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         help="target architecture (repeatable; default: all of %(choices)s)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "build" / "artifact")
+    parser.add_argument("--no-images", action="store_true", help="skip the container images")
+    parser.add_argument("--base-image", default="techno-os/debian:bookworm")
     args = parser.parse_args(argv)
     arches = list(dict.fromkeys(args.arch or ARCHES))
     out: Path = args.out.resolve()
@@ -243,7 +351,13 @@ def main(argv: list[str] | None = None) -> int:
             "version": version,
             "wheel": wheel.name,
             "wheelhouses": {arch: f"wheelhouse-{arch}" for arch in complete},
+            # What the deploy checks group data against, read from the wheel itself (not from
+            # the source tree): the providers the app knows and its schema's migration head.
+            "known_providers": known_providers(wheel),
+            "migration_head": migration_head(wheel),
         }
+        if not args.no_images:
+            manifest["images"] = build_images(out, wheel, version, args.base_image)
         tmp_manifest = out / "manifest.json.tmp"
         tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp_manifest, out / "manifest.json")

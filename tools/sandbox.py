@@ -1,14 +1,17 @@
-"""The sandbox host ("local VM"): a Debian 12 systemd host in a container, reached over SSH.
+"""The sandbox hosts ("local VMs"): Debian 12 systemd hosts in containers, reached over SSH.
 
-    python tools/sandbox.py up       create it (idempotent) and wait until SSH answers
-    python tools/sandbox.py down     destroy it and its volumes
-    python tools/sandbox.py ssh      open a root shell in it, or run a command: ssh -- CMD...
-    python tools/sandbox.py tunnel   forward the VM's loopback API and Prometheus to this machine
-    python tools/sandbox.py status   print what exists
-    python tools/sandbox.py engine   make sure a local Docker engine runs (start or install it)
+    python tools/sandbox.py up [INVENTORY]      create every VM the inventory names (idempotent)
+    python tools/sandbox.py down [INVENTORY]    destroy them and their volumes
+    python tools/sandbox.py stop|start HOST     stop or start one VM (the drills' host loss)
+    python tools/sandbox.py ssh [--host H] [-- CMD...]   a root shell, or run a command
+    python tools/sandbox.py tunnel [--host H]   forward the VM's loopback API and Prometheus here
+    python tools/sandbox.py status [INVENTORY]  print what exists
+    python tools/sandbox.py engine              make sure a local Docker engine runs
 
-pyinfra and testinfra reach it exactly as they reach production: root over SSH with a key. Every
-setting is an environment variable (SANDBOX_*), so the same tool serves any machine with Docker.
+INVENTORY defaults to inventories/local.py. The VMs are the inventory's hosts whose data has
+`sandbox_vm` true: each gets its SSH port on 127.0.0.1 (`ssh_port`) and its `private_address`
+on the Docker network techno-os-sandbox, where the VMs reach one another as separate hosts do.
+pyinfra and testinfra reach them exactly as they reach production: root over SSH with a key.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import ipaddress
 import os
 import secrets
 import shutil
@@ -23,46 +27,33 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import docker.errors
+import docker.types
+from inventory import InventoryHost, load_inventory, ssh_argv
 
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = REPO / ".sandbox"
 BASE_IMAGE_SCRIPT = REPO / "files" / "images" / "base" / "build_base_image.sh"
+DEFAULT_INVENTORY = "inventories/local.py"
 
-
-@dataclass(frozen=True)
-class SandboxSettings:
-    name: str = os.environ.get("SANDBOX_NAME", "techno-os-vm")
-    image: str = os.environ.get("SANDBOX_IMAGE", "techno-os/vm:bookworm")
-    base_image: str = os.environ.get("SANDBOX_BASE_IMAGE", "techno-os/debian:bookworm")
-    bind_address: str = os.environ.get("SANDBOX_BIND", "127.0.0.1")
-    ssh_port: int = int(os.environ.get("SANDBOX_SSH_PORT", "2222"))
-    # Host port -> VM port. The API and Prometheus listen on the VM's loopback (as on production),
-    # so they are forwarded by `tunnel` over SSH; published ports are for what listens publicly.
-    tunnel_ports: dict[int, int] = field(
-        default_factory=lambda: {
-            int(os.environ.get("SANDBOX_API_PORT", "8000")): 8000,
-            int(os.environ.get("SANDBOX_PROMETHEUS_PORT", "9090")): 9090,
-        }
-    )
-    boot_timeout: float = float(os.environ.get("SANDBOX_BOOT_TIMEOUT", "120"))
-
-    @property
-    def docker_volume(self) -> str:
-        return f"{self.name}-docker"
-
-    @property
-    def key_path(self) -> Path:
-        return STATE_DIR / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return STATE_DIR / "known_hosts"
-
+IMAGE = os.environ.get("SANDBOX_IMAGE", "techno-os/vm:bookworm")
+BASE_IMAGE = os.environ.get("SANDBOX_BASE_IMAGE", "techno-os/debian:bookworm")
+BIND_ADDRESS = os.environ.get("SANDBOX_BIND", "127.0.0.1")
+NETWORK = os.environ.get("SANDBOX_NETWORK", "techno-os-sandbox")
+SUBNET = os.environ.get("SANDBOX_SUBNET", "10.213.0.0/24")
+BOOT_TIMEOUT = float(os.environ.get("SANDBOX_BOOT_TIMEOUT", "120"))
+# Host port -> VM port for `tunnel`: the API and Prometheus listen on the VM's loopback (as on
+# production), so they are forwarded over SSH; nothing is published but SSH.
+TUNNEL_PORTS = {
+    int(os.environ.get("SANDBOX_API_PORT", "8000")): 8000,
+    int(os.environ.get("SANDBOX_PROMETHEUS_PORT", "9090")): 9090,
+}
+KEY = STATE_DIR / "id_ed25519"
+KNOWN_HOSTS = STATE_DIR / "known_hosts"
 
 # The flags a systemd host needs in a container on this kind of machine (--privileged fails here).
 SYSTEMD_HOST_OPTIONS = {
@@ -75,6 +66,18 @@ SYSTEMD_HOST_OPTIONS = {
 }
 
 
+@dataclass(frozen=True)
+class VM:
+    name: str
+    ssh_port: int
+    address: str
+    host: InventoryHost
+
+    @property
+    def docker_volume(self) -> str:
+        return f"{self.name}-docker"
+
+
 def say(message: str) -> None:
     print(f"sandbox: {message}", flush=True)
 
@@ -82,6 +85,20 @@ def say(message: str) -> None:
 def fail(message: str) -> None:
     print(f"sandbox: error: {message}", file=sys.stderr)
     raise SystemExit(1)
+
+
+def vms(inventory: str) -> list[VM]:
+    found = []
+    for host in load_inventory(inventory):
+        if not host.data.get("sandbox_vm"):
+            continue
+        address = str(host.data.get("private_address") or "")
+        if ipaddress.ip_address(address) not in ipaddress.ip_network(SUBNET):
+            fail(f"{host.name}: private_address {address!r} is not in {SUBNET} (SANDBOX_SUBNET)")
+        found.append(VM(host.name, int(host.data["ssh_port"]), address, host))
+    if not found:
+        fail(f"{inventory} names no sandbox VM (hosts with `sandbox_vm` true)")
+    return found
 
 
 def docker_client() -> docker.DockerClient:
@@ -129,44 +146,50 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
         return False
 
 
-def ensure_images(client: docker.DockerClient, settings: SandboxSettings) -> None:
-    if not image_exists(client, settings.base_image):
-        say(f"building the Debian base image {settings.base_image}")
-        subprocess.run(["bash", str(BASE_IMAGE_SCRIPT), settings.base_image], check=True)
-    if not image_exists(client, settings.image):
-        say(f"building the sandbox host image {settings.image}")
+def ensure_images(client: docker.DockerClient) -> None:
+    if not image_exists(client, BASE_IMAGE):
+        say(f"building the Debian base image {BASE_IMAGE}")
+        subprocess.run(["bash", str(BASE_IMAGE_SCRIPT), BASE_IMAGE], check=True)
+    if not image_exists(client, IMAGE):
+        say(f"building the sandbox host image {IMAGE}")
         client.images.build(
             path=str(REPO / "tools" / "sandbox"),
-            tag=settings.image,
-            buildargs={"BASE_IMAGE": settings.base_image},
+            tag=IMAGE,
+            buildargs={"BASE_IMAGE": BASE_IMAGE},
             rm=True,
         )
 
 
-def ensure_key(settings: SandboxSettings) -> str:
-    STATE_DIR.mkdir(mode=0o700, exist_ok=True)
-    if not settings.key_path.exists():
-        subprocess.run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                f"{settings.name}-deployer",
-                "-f",
-                str(settings.key_path),
-            ],
-            check=True,
+def ensure_network(client: docker.DockerClient) -> None:
+    try:
+        network = client.networks.get(NETWORK)
+    except docker.errors.NotFound:
+        say(f"creating the network {NETWORK} ({SUBNET})")
+        pool = docker.types.IPAMPool(subnet=SUBNET)
+        client.networks.create(
+            NETWORK, driver="bridge", ipam=docker.types.IPAMConfig(pool_configs=[pool])
         )
-    return settings.key_path.with_suffix(".pub").read_text()
+        return
+    subnets = [c.get("Subnet") for c in network.attrs["IPAM"]["Config"]]
+    if SUBNET not in subnets:
+        fail(f"network {NETWORK} exists with {subnets}, not {SUBNET}: remove it or set SANDBOX_*")
 
 
-def ensure_secrets() -> None:
+def ensure_key() -> str:
+    STATE_DIR.mkdir(mode=0o700, exist_ok=True)
+    if not KEY.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "techno-os-sandbox", "-f",
+             str(KEY)],
+            check=True,
+        )  # fmt: skip
+    return KEY.with_suffix(".pub").read_text()
+
+
+def ensure_secrets(inventory: str) -> None:
     """The sandbox's untracked secrets: a random DB password, a dummy key for the stand-in."""
-    path = REPO / "secrets" / "local.env"
+    group = next(g for g in load_inventory(inventory)[0].groups if g != "all")
+    path = REPO / "secrets" / f"{group}.env"
     if path.exists():
         return
     path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -197,114 +220,152 @@ def find_container(client: docker.DockerClient, name: str):  # type: ignore[no-u
         return None
 
 
-def wait_for_ssh(settings: SandboxSettings) -> None:
-    deadline = time.monotonic() + settings.boot_timeout
-    while time.monotonic() < deadline:
-        result = subprocess.run(
-            ssh_command(settings, "systemctl is-system-running --wait >/dev/null 2>&1; true"),
+def forget_host_key(vm: VM) -> None:
+    if KNOWN_HOSTS.exists():
+        subprocess.run(
+            ["ssh-keygen", "-R", f"[{BIND_ADDRESS}]:{vm.ssh_port}", "-f", str(KNOWN_HOSTS)],
             capture_output=True,
-            timeout=settings.boot_timeout,
+            check=False,
+        )
+
+
+def wait_for_ssh(vms_: list[VM]) -> None:
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    waiting = list(vms_)
+    while waiting:
+        vm = waiting[0]
+        result = subprocess.run(
+            ssh_argv(vm.host, "systemctl is-system-running --wait >/dev/null 2>&1; true"),
+            capture_output=True,
+            timeout=BOOT_TIMEOUT,
+            check=False,
         )
         if result.returncode == 0:
-            return
+            waiting.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            fail(
+                f"SSH on {BIND_ADDRESS}:{vm.ssh_port} did not answer within {BOOT_TIMEOUT:.0f} s: "
+                f"see `docker logs {vm.name}`"
+            )
         time.sleep(1)
-    fail(
-        f"SSH on {settings.bind_address}:{settings.ssh_port} did not answer "
-        f"within {settings.boot_timeout:.0f} s: see `docker logs {settings.name}`"
-    )
 
 
-def ssh_command(settings: SandboxSettings, *command: str) -> list[str]:
-    return [
-        "ssh", "-i", str(settings.key_path), "-p", str(settings.ssh_port),
-        "-o", f"UserKnownHostsFile={settings.known_hosts}",
-        "-o", "StrictHostKeyChecking=accept-new",
-        "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-        f"root@{settings.bind_address}", *command,
-    ]  # fmt: skip
-
-
-def up(settings: SandboxSettings) -> None:
+def up(inventory: str) -> None:
+    targets = vms(inventory)
     client = docker_client()
-    ensure_images(client, settings)
-    public_key = ensure_key(settings)
-    ensure_secrets()
-    container = find_container(client, settings.name)
-    if container is None:
-        say(f"creating {settings.name} (SSH on {settings.bind_address}:{settings.ssh_port})")
-        # A new VM has new host keys: forget the old ones.
-        settings.known_hosts.unlink(missing_ok=True)
-        client.volumes.create(settings.docker_volume)
-        container = client.containers.create(
-            settings.image,
-            name=settings.name,
-            hostname=settings.name,
-            detach=True,
-            ports={"22/tcp": (settings.bind_address, settings.ssh_port)},
-            volumes={
-                "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
-                settings.docker_volume: {"bind": "/var/lib/docker", "mode": "rw"},
-            },
-            labels={"techno-os.sandbox": "true"},
-            **SYSTEMD_HOST_OPTIONS,
-        )
-        container.put_archive("/root", authorized_keys_archive(public_key))
-    if container.status != "running":
-        container.start()
-    wait_for_ssh(settings)
-    say(
-        f"{settings.name} is up: ssh -i {settings.key_path} -p {settings.ssh_port} "
-        f"root@{settings.bind_address}"
-    )
+    ensure_images(client)
+    ensure_network(client)
+    public_key = ensure_key()
+    ensure_secrets(inventory)
+    for vm in targets:
+        container = find_container(client, vm.name)
+        if container is None:
+            say(f"creating {vm.name} ({vm.address}, SSH on {BIND_ADDRESS}:{vm.ssh_port})")
+            forget_host_key(vm)  # a new VM has new host keys
+            client.volumes.create(vm.docker_volume)
+            container = client.containers.create(
+                IMAGE,
+                name=vm.name,
+                hostname=vm.name,
+                detach=True,
+                ports={"22/tcp": (BIND_ADDRESS, vm.ssh_port)},
+                volumes={
+                    "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+                    vm.docker_volume: {"bind": "/var/lib/docker", "mode": "rw"},
+                },
+                labels={"techno-os.sandbox": "true"},
+                network=NETWORK,
+                **SYSTEMD_HOST_OPTIONS,
+            )
+            # The fixed address: connect with it (create attached the network without one).
+            network = client.networks.get(NETWORK)
+            network.disconnect(container)
+            network.connect(container, ipv4_address=vm.address)
+            container.put_archive("/root", authorized_keys_archive(public_key))
+        if container.status != "running":
+            container.start()
+    wait_for_ssh(targets)
+    for vm in targets:
+        say(f"{vm.name} is up: ssh -i {KEY} -p {vm.ssh_port} root@{BIND_ADDRESS}")
 
 
-def down(settings: SandboxSettings) -> None:
+def down(inventory: str) -> None:
     client = docker_client()
-    container = find_container(client, settings.name)
-    if container is not None:
-        say(f"destroying {settings.name}")
-        container.remove(force=True, v=True)
-    with contextlib.suppress(docker.errors.NotFound):
-        client.volumes.get(settings.docker_volume).remove(force=True)
-    settings.known_hosts.unlink(missing_ok=True)
+    for vm in vms(inventory):
+        container = find_container(client, vm.name)
+        if container is not None:
+            say(f"destroying {vm.name}")
+            container.remove(force=True, v=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            client.volumes.get(vm.docker_volume).remove(force=True)
+        forget_host_key(vm)
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        network = client.networks.get(NETWORK)
+        network.reload()
+        if not network.containers:
+            network.remove()
 
 
-def status(settings: SandboxSettings) -> None:
-    container = find_container(docker_client(), settings.name)
-    print(f"{settings.name}: {container.status if container else 'absent'}")
+def one(inventory: str, name: str | None) -> VM:
+    targets = vms(inventory)
+    if name is None:
+        return targets[0]
+    for vm in targets:
+        if vm.name == name:
+            return vm
+    fail(f"{inventory} has no sandbox VM {name!r}: {', '.join(v.name for v in targets)}")
+    raise AssertionError  # unreachable
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["up", "down", "ssh", "tunnel", "status", "engine"])
-    parser.add_argument("command", nargs="*", help="with ssh: a command to run in the VM")
+    parser.add_argument(
+        "action", choices=["up", "down", "stop", "start", "ssh", "tunnel", "status", "engine"]
+    )
+    parser.add_argument("words", nargs="*", help="INVENTORY, a host (stop/start), or a command")
+    parser.add_argument("--inventory", default=os.environ.get("INVENTORY", DEFAULT_INVENTORY))
+    parser.add_argument("--host", help="the VM (ssh, tunnel): default the inventory's first")
     args = parser.parse_args()
-    settings = SandboxSettings()
-    if args.action == "up":
-        up(settings)
-    elif args.action == "down":
-        down(settings)
-    elif args.action == "engine":
+    inventory = args.inventory
+    if args.action in ("up", "down", "status") and args.words:
+        inventory = args.words[0]
+    if args.action == "engine":
         docker_client()
+    elif args.action == "up":
+        up(inventory)
+    elif args.action == "down":
+        down(inventory)
+    elif args.action in ("stop", "start"):
+        if not args.words:
+            parser.error(f"{args.action} needs the VM's name")
+        container = find_container(docker_client(), one(inventory, args.words[0]).name)
+        if container is None:
+            fail(f"{args.words[0]} does not exist")
+        getattr(container, args.action)()
     elif args.action == "status":
-        status(settings)
+        client = docker_client()
+        for vm in vms(inventory):
+            container = find_container(client, vm.name)
+            print(f"{vm.name}: {container.status if container else 'absent'}")
     elif args.action == "ssh":
-        os.execvp("ssh", ssh_command(settings, *args.command))
+        vm = one(inventory, args.host)
+        argv = ssh_argv(vm.host, *args.words, tty=not args.words)
+        os.execvp(argv[0], argv)
     elif args.action == "tunnel":
+        vm = one(inventory, args.host)
         forwards = [
             arg
-            for host_port, vm_port in settings.tunnel_ports.items()
-            for arg in ("-L", f"{settings.bind_address}:{host_port}:127.0.0.1:{vm_port}")
+            for host_port, vm_port in TUNNEL_PORTS.items()
+            for arg in ("-L", f"{BIND_ADDRESS}:{host_port}:127.0.0.1:{vm_port}")
         ]
         say(
             "forwarding "
-            + ", ".join(
-                f"{settings.bind_address}:{h} -> VM:{v}" for h, v in settings.tunnel_ports.items()
-            )
+            + ", ".join(f"{BIND_ADDRESS}:{h} -> {vm.name}:{v}" for h, v in TUNNEL_PORTS.items())
             + " (Ctrl-C ends)"
         )
-        ssh = ssh_command(settings)
-        os.execvp("ssh", [*ssh[:-1], "-N", *forwards, ssh[-1]])
+        argv = ssh_argv(vm.host)
+        os.execvp("ssh", [*argv[:-1], "-N", *forwards, argv[-1]])
 
 
 if __name__ == "__main__":

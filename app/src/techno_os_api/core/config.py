@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     api_host: str = "0.0.0.0"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_access_log: bool = True
+    # Which of the host's release slots this process is (set by techno-os-release): /version
+    # says it, so a release can tell when the front has switched.
+    api_instance: str = ""
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # Peers whose X-Forwarded-For is believed (uvicorn --forwarded-allow-ips): the proxy only.
     api_forwarded_allow_ips: str = "127.0.0.1"

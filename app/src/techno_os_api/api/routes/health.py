@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from techno_os_api import __version__
-from techno_os_api.api.deps import EngineDep
+from techno_os_api.api.deps import EngineDep, SettingsDep
 from techno_os_api.db.engine import DatabaseUnavailable, ping
 
 router = APIRouter(tags=["health"])
@@ -45,5 +45,8 @@ async def ready(engine: EngineDep) -> Any:
 
 
 @router.get("/version")
-async def version() -> dict[str, str]:
-    return {"name": "techno-os-api", "version": __version__}
+async def version(settings: SettingsDep) -> dict[str, str]:
+    body = {"name": "techno-os-api", "version": __version__}
+    if settings.api_instance:
+        body["instance"] = settings.api_instance
+    return body

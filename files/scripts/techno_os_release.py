@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Techno OS API releases on one host, without dropping a request (blue/green behind the local
+front, Caddy on 127.0.0.1:8000 and the host's private address).
+
+    techno-os-release release IMAGE   start IMAGE next to the live container, switch, drain
+    techno-os-release rollback        the previous release's image, the same way
+    techno-os-release status          the live release and the history, as JSON
+    techno-os-release check IMAGE     exit 0 when IMAGE with today's env file is what serves
+
+A release: the new container starts on the free slot port (host network, loopback only) with
+the env file; once its /ready answers 200 the front is switched to it (Caddy reloads gracefully:
+requests in flight finish on the old one), the old container is drained (SIGTERM: uvicorn
+finishes what it serves) and removed, and the new one takes the name `techno-os-api`, so the
+runbook's `docker logs techno-os-api` and `docker restart techno-os-api` keep working. A new
+container that never gets ready is removed and the old one keeps serving: the command exits 1
+with the reason and the container's last log lines. The images of the last `keep_releases`
+releases stay on the host; older ones are removed.
+
+Settings: /etc/techno-os/release.json (written by the deploy, tasks/release.py).
+Standard library only: it runs with the host's python3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+SETTINGS = Path(os.environ.get("TECHNO_OS_RELEASE_SETTINGS", "/etc/techno-os/release.json"))
+
+
+class ReleaseError(Exception):
+    """The release stopped; the message says why (the live release is untouched)."""
+
+
+def say(message: str) -> None:
+    print(f"techno-os-release: {message}", flush=True)
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise ReleaseError(f"`{' '.join(argv)}` failed: {(result.stderr or result.stdout).strip()}")
+    return result
+
+
+def upstream(slot: int, trusted_proxies: list[str]) -> str:
+    """The front's directive (imported by the Caddyfile): the live slot. Streamed answers go
+    out as they come; X-Forwarded-For is believed from the edge's proxy only."""
+    options = ["flush_interval -1"]
+    if trusted_proxies:
+        options.append("trusted_proxies " + " ".join(trusted_proxies))
+    body = "".join(f"\t{option}\n" for option in options)
+    return (
+        "# Managed by techno-os-release: the live API container's slot.\n"
+        f"reverse_proxy 127.0.0.1:{slot} {{\n{body}}}\n"
+    )
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+    except (OSError, ValueError):
+        return 0, {}
+
+
+class Releaser:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.s = settings
+        self.live_name: str = settings["container"]
+        self.next_name = f"{self.live_name}-next"
+        self.state_file = Path(settings["state_file"])
+
+    # --- docker ---------------------------------------------------------------------------
+    def inspect(self, name: str) -> dict[str, Any] | None:
+        result = run("docker", "inspect", "--type", "container", name, check=False)
+        if result.returncode != 0:
+            return None
+        found: dict[str, Any] = json.loads(result.stdout)[0]
+        return found
+
+    def image_id(self, image: str) -> str:
+        result = run("docker", "image", "inspect", "--format", "{{.Id}}", image, check=False)
+        if result.returncode != 0:
+            raise ReleaseError(f"image {image} is not on this host")
+        return result.stdout.strip()
+
+    def env_digest(self) -> str:
+        """The env file and the files mounted into the container: a change is a new release."""
+        digest = hashlib.sha256(Path(self.s["env_file"]).read_bytes())
+        for mount in self.s.get("mounts", []):
+            source = Path(mount.split(":", 1)[0])
+            digest.update(source.read_bytes() if source.exists() else b"-")
+        return digest.hexdigest()
+
+    def slot_of(self, container: dict[str, Any]) -> int:
+        return int(container["Config"]["Labels"].get("techno-os.slot", 0))
+
+    def serving(self, image: str) -> bool:
+        """The live container runs `image` with today's env file, is up, and is the front's."""
+        live = self.inspect(self.live_name)
+        if live is None or not live["State"]["Running"]:
+            return False
+        labels = live["Config"]["Labels"]
+        if (
+            live["Image"] != self.image_id(image)
+            or labels.get("techno-os.env") != self.env_digest()
+        ):
+            return False
+        slot = self.slot_of(live)
+        return self.front_slot() == slot and http_get(f"http://127.0.0.1:{slot}/health")[0] == 200
+
+    # --- the front ---------------------------------------------------------------------------
+    def front_slot(self) -> int | None:
+        path = Path(self.s["upstream_file"])
+        if not path.exists():
+            return None
+        for word in path.read_text().split():
+            if word.startswith("127.0.0.1:"):
+                return int(word.rpartition(":")[2])
+        return None
+
+    def switch_front(self, slot: int) -> None:
+        path = Path(self.s["upstream_file"])
+        previous = path.read_text() if path.exists() else None
+        path.write_text(upstream(slot, self.s.get("trusted_proxies", [])))
+        result = run(*self.s["proxy_reload"], check=False)
+        if result.returncode != 0:
+            if previous is not None:
+                path.write_text(previous)
+            raise ReleaseError(f"the front did not reload: {result.stderr.strip()}")
+
+    # --- releasing -----------------------------------------------------------------------
+    def release(self, image: str) -> None:
+        image_id = self.image_id(image)
+        if self.serving(image):
+            say(f"{image} already serves, with this env file: nothing to do")
+            return
+        live = self.inspect(self.live_name)
+        live_slot = self.slot_of(live) if live and live["State"]["Running"] else None
+        slots = [int(p) for p in self.s["slots"]]
+        slot = slots[1] if live_slot == slots[0] else slots[0]
+        if live_slot is None and self.front_slot() in slots:
+            slot = next(s for s in slots if s != self.front_slot())
+        say(f"starting {image} on slot {slot} (live: {live_slot or 'none'})")
+        run("docker", "rm", "-f", self.next_name, check=False)
+        self.start(self.next_name, image, slot)
+        try:
+            self.wait_ready(slot)
+        except ReleaseError:
+            logs = run("docker", "logs", "--tail", "40", self.next_name, check=False)
+            run("docker", "rm", "-f", self.next_name, check=False)
+            say("the new container's last log lines:\n" + (logs.stdout + logs.stderr)[-4000:])
+            raise
+        self.switch_front(slot)
+        self.wait_front(slot)
+        if live is not None:
+            # In-flight requests on the old config finish on the old container; then uvicorn
+            # drains what it still serves on SIGTERM (within stop_timeout).
+            time.sleep(float(self.s["drain_seconds"]))
+            run(
+                "docker", "stop", "--time", str(self.s["stop_timeout"]), self.live_name, check=False
+            )
+            run("docker", "rm", "-f", self.live_name, check=False)
+        run("docker", "rename", self.next_name, self.live_name)
+        self.remember(image, image_id)
+        self.prune()
+        say(f"{image} serves on slot {slot}")
+
+    def start(self, name: str, image: str, slot: int) -> None:
+        run(
+            "docker", "run", "--detach", "--name", name,
+            "--network", "host", "--restart", "unless-stopped",
+            "--env-file", self.s["env_file"],
+            "--env", "API_HOST=127.0.0.1", "--env", f"API_PORT={slot}",
+            "--env", f"API_INSTANCE=slot-{slot}",
+            *[arg for mount in self.s.get("mounts", [])
+              if Path(mount.split(":", 1)[0]).exists() for arg in ("--volume", mount)],
+            "--label", f"techno-os.slot={slot}", "--label", f"techno-os.env={self.env_digest()}",
+            "--log-driver", "json-file",
+            "--log-opt", f"max-size={self.s['log_max_size']}",
+            "--log-opt", f"max-file={self.s['log_max_files']}",
+            "--stop-timeout", str(self.s["stop_timeout"]),
+            image,
+        )  # fmt: skip
+
+    def wait_ready(self, slot: int) -> None:
+        deadline = time.monotonic() + float(self.s["ready_timeout"])
+        while True:
+            status, _ = http_get(f"http://127.0.0.1:{slot}/ready")
+            if status == 200:
+                return
+            container = self.inspect(self.next_name)
+            state = container["State"] if container else {}
+            if not state.get("Running") or (container or {}).get("RestartCount", 0) > 0:
+                raise ReleaseError(
+                    f"the new container stopped (exit {state.get('ExitCode')}) before it was "
+                    "ready; the previous release keeps serving"
+                )
+            if time.monotonic() > deadline:
+                raise ReleaseError(
+                    f"the new container was not ready (/ready {status or 'no answer'}) within "
+                    f"{self.s['ready_timeout']} s; the previous release keeps serving"
+                )
+            time.sleep(0.5)
+
+    def wait_front(self, slot: int) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            status, body = http_get(f"http://{self.s['front']}/version")
+            if status == 200 and body.get("instance") == f"slot-{slot}":
+                return
+            time.sleep(0.2)
+        raise ReleaseError(f"the front still does not answer from slot {slot} after 15 s")
+
+    # --- history -----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        if self.state_file.exists():
+            loaded: dict[str, Any] = json.loads(self.state_file.read_text())
+            return loaded
+        return {"history": []}
+
+    def remember(self, image: str, image_id: str) -> None:
+        state = self.state()
+        state["history"] = [h for h in state["history"] if h["image_id"] != image_id]
+        state["history"].append(
+            {"image": image, "image_id": image_id, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        )
+        state["history"] = state["history"][-int(self.s["keep_releases"]) :]
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state, indent=2) + "\n")
+        temporary.replace(self.state_file)
+
+    def prune(self) -> None:
+        """Remove the repository's images that are not among the kept releases."""
+        kept = {h["image_id"] for h in self.state()["history"]}
+        listed = run(
+            "docker", "image", "ls", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}",
+            self.s["image_repository"],
+        ).stdout.split("\n")  # fmt: skip
+        for line in filter(None, listed):
+            tag, image_id = line.split()
+            if image_id not in kept:
+                say(f"removing {tag}: older than the last {self.s['keep_releases']} releases")
+                run("docker", "image", "rm", tag, check=False)
+
+    def rollback(self) -> None:
+        live = self.inspect(self.live_name)
+        live_image = live["Image"] if live else None
+        earlier = [h for h in self.state()["history"] if h["image_id"] != live_image]
+        if not earlier:
+            raise ReleaseError("no earlier release is kept on this host: nothing to roll back to")
+        previous = earlier[-1]
+        say(f"rolling back to {previous['image']} (released {previous['at']})")
+        self.release(previous["image"])
+
+    def status(self) -> dict[str, Any]:
+        live = self.inspect(self.live_name)
+        return {
+            "live": None
+            if live is None
+            else {
+                "image": live["Config"]["Image"],
+                "image_id": live["Image"],
+                "slot": self.slot_of(live),
+                "running": live["State"]["Running"],
+            },
+            "front_slot": self.front_slot(),
+            "history": self.state()["history"],
+        }
+
+
+@contextlib.contextmanager
+def one_at_a_time(path: Path):  # type: ignore[no-untyped-def]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="techno-os-release", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("release", "check"):
+        commands.add_parser(name).add_argument("image")
+    commands.add_parser("rollback")
+    commands.add_parser("status")
+    args = parser.parse_args(argv)
+    releaser = Releaser(json.loads(SETTINGS.read_text()))
+    try:
+        if args.command == "status":
+            print(json.dumps(releaser.status(), indent=2))
+            return 0
+        if args.command == "check":
+            return 0 if releaser.serving(args.image) else 1
+        with one_at_a_time(releaser.state_file.with_suffix(".lock")):
+            if args.command == "release":
+                releaser.release(args.image)
+            else:
+                releaser.rollback()
+    except ReleaseError as exc:
+        print(f"techno-os-release: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
