@@ -1,11 +1,10 @@
-"""The sandbox host (local VM): disposable, with the drills' provider stand-in."""
+"""The local sandbox (inventories/local.py): disposable, with the drills' provider stand-in."""
 
 disposable = True
 llm_standin = True
-# `openai` is served by the stand-in on the compose network, so drills exercise a real provider
-# path (HTTP, breaker, timeout) without leaving the machine.
+# `openai` is served by the stand-in on the API host's loopback (tasks/standin.py), so drills
+# exercise a real provider path (HTTP, breaker, timeout) without leaving the machine.
 llm_allowed_providers = ["fake", "openai"]
-llm_base_urls = {"openai": "http://techno-os-llm-standin:8080/v1"}
 
 # Alerting and exposure: quick notifications for the drills, captured by the sandbox's webhook
 # sink; the proxy serves techno-os.test with Caddy's local CA (tests trust its root).

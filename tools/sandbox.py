@@ -326,7 +326,12 @@ def main() -> None:
     parser.add_argument("words", nargs="*", help="INVENTORY, a host (stop/start), or a command")
     parser.add_argument("--inventory", default=os.environ.get("INVENTORY", DEFAULT_INVENTORY))
     parser.add_argument("--host", help="the VM (ssh, tunnel): default the inventory's first")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    command: list[str] = []
+    if "--" in argv:  # ssh ... -- COMMAND: everything after it is the command
+        command, argv = argv[argv.index("--") + 1 :], argv[: argv.index("--")]
+    args = parser.parse_args(argv)
+    args.words += command
     inventory = args.inventory
     if args.action in ("up", "down", "status") and args.words:
         inventory = args.words[0]
