@@ -48,10 +48,14 @@ class AlembicRevision(FactBase[str]):
     container, no database, or never migrated)."""
 
     def command(self, container: str, user: str, database: str) -> str:
-        return (
+        psql = (
             f"docker exec {shlex.quote(container)} psql -qtAX -U {shlex.quote(user)} "
-            f"-d {shlex.quote(database)} -c 'SELECT version_num FROM alembic_version' "
-            "2>/dev/null || true"
+            f"-d {shlex.quote(database)}"
+        )
+        # Asked only when the table exists: a failing query would be an ERROR in the server log.
+        return (
+            f'if [ "$({psql} -c "SELECT to_regclass(\'public.alembic_version\') IS NOT NULL" '
+            f'2>/dev/null)" = t ]; then {psql} -c "SELECT version_num FROM alembic_version"; fi'
         )
 
     def process(self, output: list[str]) -> str:
@@ -108,3 +112,14 @@ class ClientKeyStatus(FactBase[str]):
 
     def process(self, output: list[str]) -> str:
         return "".join(output).strip() or "absent"
+
+
+class TcpReachable(FactBase[bool]):
+    """True when this host opens a TCP connection to address:port within 3 seconds."""
+
+    def command(self, address: str, port: int) -> str:
+        probe = shlex.quote(f"</dev/tcp/{address}/{port}")
+        return f"timeout 3 bash -c {probe} 2>/dev/null && echo yes || echo no"
+
+    def process(self, output: list[str]) -> bool:
+        return "".join(output).strip() == "yes"

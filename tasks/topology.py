@@ -20,10 +20,7 @@ LOOPBACK = "127.0.0.1"
 
 
 def _members(role: str) -> list[Host]:
-    try:
-        return list(inventory.get_group(role))
-    except KeyError:  # pyinfra raises for a group the inventory does not define
-        return []
+    return list(inventory.get_group(role, []))
 
 
 def hosts_with(role: str) -> list[Host]:
@@ -77,6 +74,22 @@ class Flow:
     what: str
 
 
+def _check_reaches_the_database() -> None:
+    """An API host must reach the db host (its SSH port, always open): checked from the API
+    host itself, before anything changes."""
+    db = the("db")
+    if not has("api") or db.name == host.name:
+        return
+    from tasks.facts import TcpReachable
+
+    address = private_address(db)
+    if not host.get_fact(TcpReachable, address=address, port=22):
+        raise DeployError(
+            f"{host.name}: this API host cannot reach the db host {db.name} at {address} "
+            "(TCP 22 did not answer within 3 s): check its `private_address` and the network"
+        )
+
+
 def check() -> None:
     """The roles: exactly one edge, db and backup host, at least one api host; every host that
     talks to another has a private address (an IP)."""
@@ -95,6 +108,7 @@ def check() -> None:
         raise DeployError(
             f"{host.name}: the `backup` host is the `db` host; backups must live on another host"
         )
+    _check_reaches_the_database()
     distinct = {member.name for role in ROLES for member in _members(role)}
     if len(distinct) > 1:
         for name in sorted(distinct):

@@ -1,11 +1,13 @@
 """A bad input stops the deploy before it changes anything, with a message naming the value.
 
-Runs the real deploy against the sandbox with one bad value each; the host must be untouched.
+Runs the real deploy against the sandbox with one bad value each (or an inventory with wrong
+roles); the host must be untouched.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -29,9 +31,11 @@ def host_state() -> str:
     ).stdout  # fmt: skip
 
 
-def deploy(*extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def deploy(
+    *extra: str, env: dict[str, str] | None = None, inventory: str = INVENTORY
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [PYINFRA, "-y", INVENTORY, "deploy.py", *extra],
+        [PYINFRA, "-y", inventory, "deploy.py", *extra],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300,
     )  # fmt: skip
 
@@ -87,10 +91,54 @@ def test_missing_database_password_stops_the_deploy() -> None:
 
 
 @pytest.mark.usefixtures("untouched_host")
-def test_invalid_prometheus_config_stops_the_deploy(tmp_path: Path) -> None:
-    broken = tmp_path / "prometheus.yml"
-    broken.write_text((REPO / "files" / "prometheus.yml").read_text() + "\nscrape_interval: [\n")
-    assert_refused(deploy("--data", f"prometheus_config_file={broken}"), "promtool", str(broken))
+def test_invalid_alert_rules_stop_the_deploy(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "files" / "prometheus", rules)
+    (rules / "broken.yml").write_text("groups:\n  - name: broken\n    rules: [\n")
+    assert_refused(deploy("--data", f"prometheus_rules_dir={rules}"), "promtool")
+
+
+def inventory_file(tmp_path: Path, roles: dict[str, list[str]], **data: dict) -> str:
+    """An inventory of the local sandbox's two VMs with other roles (and host data)."""
+    lines = [
+        "import sys",
+        f"sys.path.insert(0, {str(REPO / 'inventories')!r})",
+        "import local as _local",
+        "_hosts = {name: (name, {**d, **extra.get(name, {})}) for name, d in _local.local",
+        f"          for extra in [{data!r}]}}",
+        "local = list(_hosts.values())",
+    ]
+    for role, names in roles.items():
+        lines.append(f"{role} = [_hosts[n] for n in {names!r}]")
+    path = tmp_path / "inventory.py"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+VM, BACKUP = "techno-os-vm", "techno-os-backup"
+
+
+@pytest.mark.usefixtures("untouched_host")
+@pytest.mark.parametrize(
+    ("roles", "message"),
+    [
+        ({"edge": [VM], "api": [VM], "backup": [BACKUP]}, "0 `db` host(s)"),
+        ({"edge": [VM], "db": [VM, BACKUP], "api": [VM], "backup": [BACKUP]}, "2 `db` host(s)"),
+        ({"edge": [VM], "db": [VM], "backup": [BACKUP]}, "no `api` host"),
+        ({"edge": [VM], "db": [VM], "api": [VM], "backup": [VM]}, "backups must live"),
+    ],
+    ids=["no-db", "two-db", "no-api", "backup-on-db"],
+)
+def test_an_inventory_with_wrong_roles_stops_the_deploy(tmp_path, roles, message) -> None:
+    assert_refused(deploy(inventory=inventory_file(tmp_path, roles)), message)
+
+
+@pytest.mark.usefixtures("untouched_host")
+def test_an_api_host_that_cannot_reach_the_db_host_stops_the_deploy(tmp_path) -> None:
+    # The backup VM as an API host of a database host at an address nothing answers.
+    roles = {"edge": [VM], "db": [VM], "api": [VM, BACKUP], "backup": [BACKUP]}
+    path = inventory_file(tmp_path, roles, **{VM: {"private_address": "10.213.0.254"}})
+    assert_refused(deploy(inventory=path), "cannot reach the db host", "10.213.0.254")
 
 
 @pytest.mark.usefixtures("untouched_host")

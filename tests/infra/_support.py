@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,9 @@ DEFAULT_INVENTORY = "inventories/local.py"
 
 # Defaults of docs/architecture.md, used when group data does not name a value.
 DEFAULTS: dict[str, Any] = {
+    "db_port": 5432,
+    "node_exporter_port": 9100,
+    "api_slot_ports": [8001, 8002],
     "backend_dir": "/opt/techno-os/app/backend",
     "scripts_dir": "/opt/techno-os/scripts",
     "backup_dir": "/opt/techno-os/backups/observability",
@@ -48,8 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "llm_circuit_cooldown_seconds": 60,
     "disposable": False,
     "llm_standin": False,
-    "standin_container": "techno-os-llm-standin",
     "standin_port": 8080,
+    "secrets_file": "secrets/{group}.env",
 }
 FALLBACK_KNOWN_PROVIDERS = ("fake", "openai", "anthropic", "google", "xai", "deepseek")
 
@@ -86,12 +88,10 @@ def wait_until(
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
-# --- the inventory ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class InventoryHost:
-    name: str
-    groups: tuple[str, ...]
-    data: dict[str, Any]
+# --- the inventory (pyinfra's own loader, shared with tools/) -----------------------------------
+sys.path.insert(0, str(REPO / "tools"))
+from inventory import InventoryHost  # noqa: E402
+from inventory import load_inventory as _load  # noqa: E402
 
 
 @cache
@@ -99,47 +99,8 @@ def inventory_path() -> str:
     return os.environ.get("INVENTORY", DEFAULT_INVENTORY)
 
 
-# Run in a child process: importing pyinfra_cli monkey-patches the whole interpreter (gevent).
-_LOADER = """
-import json, sys
-from pyinfra.api import Config, State
-from pyinfra.api.inventory import Inventory
-from pyinfra.context import ctx_state
-from pyinfra_cli.inventory import make_inventory
-
-with ctx_state.use(State(Inventory(([], {})), Config())):
-    inventory = make_inventory(sys.argv[1], cwd=sys.argv[2])
-hosts = [{"name": h.name, "groups": list(h.groups), "data": h.data.dict()} for h in inventory]
-as_json = lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o)
-json.dump(hosts, sys.stdout, default=as_json)
-"""
-
-
-@cache
 def load_inventory(path: str | None = None) -> tuple[InventoryHost, ...]:
-    """The hosts of a pyinfra inventory with their data merged exactly as pyinfra merges it
-    (host data over group_data/<group>.py over group_data/all.py): pyinfra's own loader."""
-    path = path or inventory_path()
-    file = Path(path) if Path(path).is_absolute() else REPO / path
-    if not file.is_file():
-        raise FileNotFoundError(f"INVENTORY={path}: no such inventory file ({file})")
-    # Group data and relative paths resolve against the repository, as for `pyinfra`.
-    loaded = subprocess.run(
-        [sys.executable, "-c", _LOADER, str(file), str(REPO)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if loaded.returncode != 0:
-        raise RuntimeError(f"INVENTORY={path}: {loaded.stderr.strip()[-1500:]}")
-    hosts = tuple(
-        InventoryHost(h["name"], tuple(h["groups"]), h["data"]) for h in json.loads(loaded.stdout)
-    )
-    if not hosts:
-        raise ValueError(f"INVENTORY={path} defines no host")
-    return hosts
+    return _load(path or inventory_path())
 
 
 # --- HTTP through curl on the host ------------------------------------------------------------
@@ -259,14 +220,48 @@ def is_loopback(address: str) -> bool:
 
 
 # --- the target host --------------------------------------------------------------------------
+ROLES = ("edge", "db", "api", "backup")
+
+
+def secret(data: dict[str, Any], groups: tuple[str, ...], key: str) -> str | None:
+    """A sandbox secret the deploy generated (basic auth password, the drills' client key):
+    the environment, else the inventory's untracked secrets file."""
+    if os.environ.get(key):
+        return os.environ[key]
+    environment = next((g for g in groups if g not in (*ROLES, "all")), "all")
+    path = REPO / str(data.get("secrets_file") or DEFAULTS["secrets_file"]).format(
+        group=environment
+    )
+    if path.exists():
+        return parse_env_file(path.read_text()).get(key)
+    return None
+
+
 class Target:
-    """One inventory host: its testinfra Host (`.host`), its merged group data, and readers."""
+    """One inventory host: its testinfra Host (`.host`), its merged group data, its roles, and
+    readers."""
 
     def __init__(self, inv: InventoryHost, host: Any) -> None:
         self.name = inv.name
         self.groups = inv.groups
         self.data = inv.data
         self.host = host
+
+    def has(self, role: str) -> bool:
+        return role in self.groups
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(r for r in ROLES if r in self.groups)
+
+    @property
+    def private_address(self) -> str:
+        return str(self.data.get("private_address") or "127.0.0.1")
+
+    @property
+    def api_key(self) -> str | None:
+        """The drills' admin client key (disposable hosts: made by the deploy), if known."""
+        return secret(self.data, self.groups, "SANDBOX_API_KEY")
 
     def __repr__(self) -> str:
         return f"<Target {self.name}>"
@@ -321,10 +316,14 @@ class Target:
         url: str,
         body: Any = None,
         timeout: float = 10,
+        headers: dict[str, str] | None = None,
     ) -> HttpResponse:
         """An HTTP request made with curl on the host (status 0 when nothing answered)."""
         cmd = "curl -sS -i -m %s -X %s"
         args: list[Any] = [timeout, method]
+        for name, value in (headers or {}).items():
+            cmd += " -H %s"
+            args.append(f"{name}: {value}")
         if body is not None:
             cmd += " -H 'Content-Type: application/json' --data-binary %s"
             args.append(body if isinstance(body, str) else json.dumps(body))
@@ -339,8 +338,19 @@ class Target:
         response.seconds = elapsed
         return response
 
-    def api(self, method: str, path: str, body: Any = None, timeout: float = 10) -> HttpResponse:
-        return self.http(method, self.api_url + path, body, timeout)
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = 10,
+        key: str | None = "",
+    ) -> HttpResponse:
+        """A request to the API through the host's front; with the drills' client key unless
+        `key` is None (anonymous) or another key."""
+        key = self.api_key if key == "" else key
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        return self.http(method, self.api_url + path, body, timeout, headers)
 
     def metrics(self) -> Exposition:
         response = self.api("GET", "/metrics")

@@ -8,6 +8,11 @@ Hosts: the inventory module named by $INVENTORY (default inventories/local.py), 
 pyinfra's own loader, so host data, group_data/<group>.py and group_data/all.py merge exactly as
 for the deploy. Each host becomes a testinfra `ssh://` host with the inventory's key, port, user and
 known-hosts file.
+
+Roles: a test's `target` runs on the hosts of the roles its `@pytest.mark.role(...)` names
+(`edge`, `db`, `api`, `backup`, or `any`), so the same suite checks one host holding every role
+and a cluster where each role has its hosts. `sandbox` gives every host of the inventory, for
+checks between hosts.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ SECTIONS = {
     "test_backup_restore.py": "Backup e restore",
     "test_cron_and_env.py": "Configurar cron; variáveis env obrigatórias",
     "test_exposure.py": "Exposição: portas só em loopback",
+    "test_firewall.py": "Firewall entre papéis (nftables)",
     "test_alerting.py": "Alertas (Prometheus, Alertmanager)",
     "test_tls_proxy.py": "Produção: proxy HTTPS (api., prometheus.)",
     "test_breakage.py": "Os checks falham quando algo quebra [drill]",
@@ -59,25 +65,71 @@ def _hosts():
 
 
 # --- hosts -------------------------------------------------------------------------------------
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "role(*roles): the roles (edge, db, api, backup, any) a test's target holds"
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "target" in metafunc.fixturenames:
-        hosts = _hosts()
-        metafunc.parametrize(
-            "target", hosts, ids=[h.name for h in hosts], indirect=True, scope="session"
+    if "target" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("role")
+    if marker is None or not marker.args:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid} uses `target` without @pytest.mark.role(...)"
         )
+    roles = set(marker.args)
+    hosts = [h for h in _hosts() if "any" in roles or roles & set(h.groups)]
+    if not hosts:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: inventory {inventory_path()} has no host with role "
+            f"{sorted(roles)}"
+        )
+    metafunc.parametrize(
+        "target", hosts, ids=[h.name for h in hosts], indirect=True, scope="session"
+    )
+
+
+_connected: dict[str, Target] = {}
+
+
+def connect(inv) -> Target:
+    """The inventory host as a testinfra Target (one SSH control master per host and run)."""
+    if inv.name not in _connected:
+        options = ssh_options(inv.data, _control_dir)
+        host = testinfra.get_host(hostspec(inv.name, inv.data), **options)
+        probe = host.run("true")
+        if probe.rc != 0:
+            pytest.fail(f"{inv.name}: cannot run commands over SSH: {probe.stderr.strip()}")
+        _connected[inv.name] = Target(inv, host)
+        _targets.append(_connected[inv.name])
+    return _connected[inv.name]
 
 
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest) -> Target:
-    inv = request.param
-    options = ssh_options(inv.data, _control_dir)
-    host = testinfra.get_host(hostspec(inv.name, inv.data), **options)
-    t = Target(inv, host)
-    probe = host.run("true")
-    if probe.rc != 0:
-        pytest.fail(f"{inv.name}: cannot run commands over SSH: {probe.stderr.strip()}")
-    _targets.append(t)
-    return t
+    return connect(request.param)
+
+
+class Sandbox:
+    """Every host of the inventory, for the checks between hosts."""
+
+    def __init__(self) -> None:
+        self.hosts = [connect(inv) for inv in _hosts()]
+
+    def by_role(self, role: str) -> list[Target]:
+        return [t for t in self.hosts if t.has(role)]
+
+    def the(self, role: str) -> Target:
+        found = self.by_role(role)
+        assert len(found) == 1, f"expected one {role} host, found {[t.name for t in found]}"
+        return found[0]
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Sandbox:
+    return Sandbox()
 
 
 @pytest.fixture(scope="session")

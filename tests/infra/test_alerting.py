@@ -76,6 +76,7 @@ def report(capsys: pytest.CaptureFixture[str], record_property: Any, **timings: 
 
 # --- read-only ---------------------------------------------------------------------------------
 @pytest.mark.readonly
+@pytest.mark.role("edge")
 def test_every_alert_rule_is_loaded_and_healthy(target: Target) -> None:
     groups = target.prom("/api/v1/rules")["groups"]
     loaded = {r["name"]: r for g in groups for r in g["rules"] if r["type"] == "alerting"}
@@ -94,12 +95,14 @@ def test_every_alert_rule_is_loaded_and_healthy(target: Target) -> None:
 
 
 @pytest.mark.readonly
+@pytest.mark.role("edge")
 def test_alertmanager_is_ready(target: Target) -> None:
     response = target.http("GET", f"http://{alertmanager_address(target)}/-/ready", timeout=5)
     assert response.status == 200, f"Alertmanager /-/ready: {response.status} {response.body!r}"
 
 
 @pytest.mark.readonly
+@pytest.mark.role("edge")
 def test_alertmanager_listens_on_loopback_only_without_a_cluster_port(target: Target) -> None:
     port = int(alertmanager_address(target).rsplit(":", 1)[1])
     check_listens_on_loopback_only(target, port, "Alertmanager")
@@ -110,12 +113,14 @@ def test_alertmanager_listens_on_loopback_only_without_a_cluster_port(target: Ta
 
 
 @pytest.mark.readonly
+@pytest.mark.role("edge")
 def test_deployed_alertmanager_config_passes_amtool(target: Target) -> None:
     result = target.run("amtool check-config %s", ALERTMANAGER_CONFIG)
     assert result.rc == 0, f"amtool check-config: {(result.stdout + result.stderr).strip()[-800:]}"
 
 
 @pytest.mark.readonly
+@pytest.mark.role("edge")
 @pytest.mark.parametrize("severity", ["critical", "warning"])
 def test_alerts_route_to_the_receiver_of_their_severity(target: Target, severity: str) -> None:
     out = target.check(
@@ -125,6 +130,7 @@ def test_alerts_route_to_the_receiver_of_their_severity(target: Target, severity
 
 
 @pytest.mark.readonly
+@pytest.mark.role("edge")
 def test_prometheus_sends_alerts_to_alertmanager(target: Target) -> None:
     url = f"http://{alertmanager_address(target)}/api/v2/alerts"
     active = [a["url"] for a in target.prom("/api/v1/alertmanagers")["activeAlertmanagers"]]
@@ -136,13 +142,16 @@ def test_prometheus_sends_alerts_to_alertmanager(target: Target) -> None:
 
 
 @pytest.mark.readonly
-def test_node_exporter_is_scraped_with_its_textfile_collector(target: Target) -> None:
-    assert target.prom_values('up{job="node"}') == [1.0], "the node exporter is not scraped (up)"
+@pytest.mark.role("edge")
+def test_every_node_exporter_is_scraped_with_its_textfile_collector(target: Target) -> None:
+    ups = target.prom_values('up{job="node"}')
+    assert ups and set(ups) == {1.0}, f"a node exporter is not scraped (up = {ups})"
     errors = target.prom_values('node_textfile_scrape_error{job="node"}')
-    assert errors == [0.0], f"node_textfile_scrape_error = {errors}"
+    assert errors and set(errors) == {0.0}, f"node_textfile_scrape_error = {errors}"
 
 
 @pytest.mark.readonly
+@pytest.mark.role("edge")
 def test_backup_is_fresh_or_backup_stale_fires(target: Target) -> None:
     ages = target.prom_values("time() - techno_os_backup_last_success_timestamp_seconds")
     if ages:
@@ -158,6 +167,7 @@ def test_backup_is_fresh_or_backup_stale_fires(target: Target) -> None:
 
 
 @pytest.mark.readonly
+@pytest.mark.role("edge")
 def test_webhook_sink_runs_only_where_group_data_asks(target: Target) -> None:
     service = target.host.service("techno-os-webhook")
     if target.data.get("alert_webhook_sink"):
@@ -170,14 +180,15 @@ def test_webhook_sink_runs_only_where_group_data_asks(target: Target) -> None:
 # --- drills -------------------------------------------------------------------------------------
 @pytest.mark.drill
 def test_api_down_fires_notifies_within_3_minutes_and_resolves(
-    drill_target: Target, capsys: pytest.CaptureFixture[str], record_property: Any
+    sandbox, capsys: pytest.CaptureFixture[str], record_property: Any
 ) -> None:
-    t = drill_target
-    api = t.cfg("api_container")
+    t = sandbox.the("edge")  # Prometheus, Alertmanager and the sink
+    host = sandbox.by_role("api")[0]
+    api = host.cfg("api_container")
     assert not alert_states(t, "APIDown"), "APIDown is already active before the drill"
     seen = len(sink_lines(t))
     stopped = time.monotonic()
-    t.check("docker stop %s", api)
+    host.check("docker stop %s", api)
     try:
         wait_until(
             lambda: "firing" in alert_states(t, "APIDown"),
@@ -195,9 +206,9 @@ def test_api_down_fires_notifies_within_3_minutes_and_resolves(
         notified = time.monotonic() - stopped
         assert sent["receiver"] == "critical", f"APIDown went to {sent['receiver']!r}"
     finally:
-        t.run("docker start %s", api)
+        host.run("docker start %s", api)
         started = time.monotonic()
-        t.wait_container_healthy(api, timeout=180)
+        host.wait_container_healthy(api, timeout=180)
     wait_until(
         lambda: not alert_states(t, "APIDown"),
         timeout=120,
@@ -223,14 +234,15 @@ def test_api_down_fires_notifies_within_3_minutes_and_resolves(
 
 @pytest.mark.drill
 def test_failed_backup_fires_backup_failed_and_a_good_backup_clears_it(
-    drill_target: Target, capsys: pytest.CaptureFixture[str], record_property: Any
+    sandbox, capsys: pytest.CaptureFixture[str], record_property: Any
 ) -> None:
-    t = drill_target
-    script = f"{t.cfg('scripts_dir')}/backup_observability.sh"
+    t = sandbox.the("edge")
+    db = sandbox.the("db")
+    script = f"{db.cfg('scripts_dir')}/backup_observability.sh"
     seen = len(sink_lines(t))
     began = time.monotonic()
     try:
-        failed = t.run("DB_CONTAINER=does-not-exist %s", script)
+        failed = db.run("DB_CONTAINER=does-not-exist %s", script)
         assert failed.rc != 0, "the backup succeeded against a container that does not exist"
         wait_until(
             lambda: "firing" in alert_states(t, "BackupFailed"),
@@ -248,7 +260,7 @@ def test_failed_backup_fires_backup_failed_and_a_good_backup_clears_it(
         notified = time.monotonic() - began
         assert sent["receiver"] == "warning", f"BackupFailed went to {sent['receiver']!r}"
     finally:
-        good = t.run(script)  # leaves the host with a fresh, good backup and its metrics
+        good = db.run(script)  # leaves the host with a fresh, good backup and its metrics
     assert good.rc == 0, f"the good backup failed: {(good.stdout + good.stderr)[-800:]}"
     recovered = time.monotonic()
     wait_until(

@@ -59,6 +59,7 @@ def table_counts(t: Target, container: str) -> dict[str, int]:
 
 # --- read-only: restore check without downtime ------------------------------------------------
 @pytest.mark.readonly
+@pytest.mark.role("db")
 def test_latest_archive_restores_into_a_throwaway_container_with_consistent_row_counts(
     target: Target,
 ) -> None:
@@ -80,11 +81,11 @@ def test_latest_archive_restores_into_a_throwaway_container_with_consistent_row_
     try:
         t.check("docker volume create %s", name)
         t.check(
-            "docker run --rm --network none -v %s:/data -v %s:/backup:ro %s "
-            "sh -c 'cd /data && tar --numeric-owner -xzf /backup/postgres_latest.tar.gz'",
+            "docker run --rm --network none --entrypoint sh -v %s:/data -v %s:/backup:ro %s "
+            "-c 'cd /data && tar --numeric-owner -xzf /backup/postgres_latest.tar.gz'",
             name,
             t.cfg("backup_dir"),
-            t.cfg("base_image"),
+            db["Config"]["Image"],
         )
         t.check(
             "docker run -d --name %s --network none -v %s:%s %s",
@@ -118,7 +119,8 @@ def test_latest_archive_restores_into_a_throwaway_container_with_consistent_row_
 
 # --- drills ----------------------------------------------------------------------------------
 class Preferences:
-    """Rows of user_preferences, written and read through the API as a client would."""
+    """Rows of user_preferences, written and read through the API (of an API host, with the
+    drills' client key) as a client would."""
 
     def __init__(self, t: Target, run: str) -> None:
         self.t = t
@@ -171,18 +173,20 @@ class Backup:
 
 @contextmanager
 def background_writer(t: Target, run: str) -> Iterator[list]:
-    """PUTs that keep going (bounded: 5 minutes at most) until the block ends; yields a list
-    filled on exit with (user, http status, host time when the PUT returned)."""
+    """PUTs (on API host `t`) that keep going (bounded: 5 minutes at most) until the block
+    ends; yields a list filled on exit with (user, http status, host time when it returned)."""
     base = f"/tmp/{run}-writer"
     script = (
         "i=0; end=$(( $(date +%s) + 300 )); "
         f'while [ ! -e {base}.stop ] && [ "$(date +%s)" -lt "$end" ]; do i=$((i+1)); '
         f"u={run}-bg-$i; "
         "code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X PUT "
-        "-H 'Content-Type: application/json' "
+        f"-H 'Content-Type: application/json' -H @{base}.auth "
         '--data-binary "{\\"theme\\": \\"bg\\", \\"user\\": \\"$u\\", \\"seq\\": $i}" '
         f'{t.api_url}/preferences/$u); echo "$u $code $(date +%s.%N)"; done'
     )
+    # The key in a 0600 file, not on a command line another user could read.
+    t.check("umask 077 && printf 'Authorization: Bearer %%s\\n' %s > %s.auth", t.api_key, base)
     t.check("printf '%%s' %s > %s.sh", script, base)
     t.check(f"setsid nohup sh {base}.sh > {base}.log 2>&1 < /dev/null & echo $! > {base}.pid")
     wait_until(
@@ -201,24 +205,33 @@ def background_writer(t: Target, run: str) -> Iterator[list]:
         for line in t.check(f"cat {base}.log").splitlines():
             user, code, when = line.split()
             rows.append((user, int(code), float(when)))
-        t.run(f"rm -f {base}.sh {base}.log {base}.pid {base}.stop")
+        t.run(f"rm -f {base}.sh {base}.log {base}.pid {base}.stop {base}.auth")
 
 
 @pytest.fixture
-def sandbox(target: Target) -> Iterator[Target]:
-    if not target.disposable:
-        pytest.fail(f"refusing to run a drill against {target.name}: not disposable")
-    target.wait_api_ready()
-    yield target
+def db(sandbox) -> Iterator[Target]:
+    """The database host of a disposable inventory, its stack left up whatever happens."""
+    t = sandbox.the("db")
+    if not t.disposable:
+        pytest.fail(f"refusing to run a drill against {t.name}: not disposable")
+    api = sandbox.by_role("api")[0]
+    api.wait_api_ready()
+    yield t
     # Whatever happened, leave the stack up (a restore drill may have failed midway).
-    if target.api("GET", "/ready", timeout=5).status != 200:
-        target.run("cd %s && docker-compose up -d", target.cfg("backend_dir"))
-        target.wait_api_ready(timeout=300)
+    if api.api("GET", "/ready", timeout=5).status != 200:
+        t.run("cd %s && docker-compose up -d", t.cfg("backend_dir"))
+        t.run("docker start %s", t.cfg("api_container"))
+        api.wait_api_ready(timeout=300)
 
 
 @pytest.fixture
-def prefs(sandbox: Target) -> Preferences:
-    return Preferences(sandbox, f"drill{int(time.time())}{secrets.token_hex(2)}")
+def api(sandbox) -> Target:
+    return sandbox.by_role("api")[0]
+
+
+@pytest.fixture
+def prefs(api: Target) -> Preferences:
+    return Preferences(api, f"drill{int(time.time())}{secrets.token_hex(2)}")
 
 
 def assert_runbook_output(b: Backup, days: int) -> None:
@@ -267,9 +280,9 @@ DAY = 24 * 60
 
 @pytest.mark.drill
 def test_retention_deletes_archives_older_than_seven_days_to_the_minute_and_keeps_the_rest(
-    sandbox: Target,
+    db: Target,
 ) -> None:
-    t = sandbox
+    t = db
     days = int(t.cfg("retention_days"))
     directory = f"/tmp/techno-os-drill-retention-{secrets.token_hex(3)}"
     try:
@@ -287,16 +300,16 @@ def test_retention_deletes_archives_older_than_seven_days_to_the_minute_and_keep
 
 @pytest.mark.drill
 def test_a_backup_with_the_database_stopped_exits_nonzero_and_deletes_nothing(
-    sandbox: Target,
+    db: Target, api: Target
 ) -> None:
-    t = sandbox
+    t = db
     directory = f"/tmp/techno-os-drill-dbdown-{secrets.token_hex(3)}"
-    db = t.cfg("db_container")
+    container = t.cfg("db_container")
     try:
         seeds = seed_archives(t, directory, [8 * DAY, DAY])
         t.check("ln -s %s %s", seeds[DAY], f"{directory}/postgres_latest.tar.gz")
         before = listing(t, directory)
-        t.check("docker stop %s", db)
+        t.check("docker stop %s", container)
         b = Backup(t, f"BACKUP_DIR={shlex.quote(directory)}")
         assert b.rc != 0, f"the backup succeeded with the database stopped:\n{b.output}"
         assert "❌" in b.output, f"no failure line:\n{b.output}"
@@ -305,17 +318,17 @@ def test_a_backup_with_the_database_stopped_exits_nonzero_and_deletes_nothing(
         assert after == before - {".backup_observability.lock"}, (before, after)
         assert t.check("readlink %s", f"{directory}/postgres_latest.tar.gz").strip() == seeds[DAY]
     finally:
-        t.run("docker start %s", db)
-        t.wait_container_healthy(db)
-        t.wait_api_ready()
+        t.run("docker start %s", container)
+        t.wait_container_healthy(container)
+        api.wait_api_ready()
         t.run("rm -rf %s", directory)
 
 
 @pytest.mark.drill
 def test_a_backup_into_an_unwritable_directory_exits_nonzero_and_deletes_nothing(
-    sandbox: Target,
+    db: Target,
 ) -> None:
-    t = sandbox
+    t = db
     directory = f"/tmp/techno-os-drill-ro-{secrets.token_hex(3)}"
     try:
         t.check(
@@ -333,13 +346,13 @@ def test_a_backup_into_an_unwritable_directory_exits_nonzero_and_deletes_nothing
 
 @pytest.mark.drill
 def test_backup_during_writes_then_the_runbook_restore_steps_bring_back_every_committed_row(
-    sandbox: Target, prefs: Preferences
+    db: Target, api: Target, prefs: Preferences
 ) -> None:
-    t = sandbox
+    t = db
     before = prefs.write("before", 30)
-    with background_writer(t, prefs.run) as background:
+    with background_writer(api, prefs.run) as background:
         wait_until(
-            lambda: t.run("test $(wc -l < /tmp/%s-writer.log) -ge 5", prefs.run).rc == 0,
+            lambda: api.run("test $(wc -l < /tmp/%s-writer.log) -ge 5", prefs.run).rc == 0,
             timeout=30,
             what="background writes under way",
         )
@@ -366,9 +379,10 @@ def test_backup_during_writes_then_the_runbook_restore_steps_bring_back_every_co
     # After the backup: new rows, and a changed row, that the restore must undo.
     later = prefs.write("after", 5)
     changed = next(iter(before))
-    t.api("PUT", f"/preferences/{changed}", {"theme": "changed after the backup"})
+    api.api("PUT", f"/preferences/{changed}", {"theme": "changed after the backup"})
 
     backend, volume = t.cfg("backend_dir"), t.cfg("db_volume")
+    image = t.inspect(t.cfg("db_container"))["Config"]["Image"]
     try:
         # Passo 1: Parar serviços
         t.check("cd %s && docker-compose down", backend)
@@ -376,21 +390,22 @@ def test_backup_during_writes_then_the_runbook_restore_steps_bring_back_every_co
         t.check("docker volume rm %s", volume)
         # Passo 3: Recriar volume vazio
         t.check("docker volume create %s", volume)
-        # Passo 4: Restaurar backup (latest), with an image the host has and numeric owners
+        # Passo 4: Restaurar backup (latest), with an image the host has (the database's own:
+        # the base image never reaches the hosts) and numeric owners
         t.check(
-            "BACKUP_FILE=%s; docker run --rm -v %s:/data -v %s:/backup:ro %s "
-            'sh -c "cd /data && tar --numeric-owner -xzf /backup/$(basename $BACKUP_FILE)"',
+            "BACKUP_FILE=%s; docker run --rm --entrypoint sh -v %s:/data -v %s:/backup:ro %s "
+            '-c "cd /data && tar --numeric-owner -xzf /backup/$(basename $BACKUP_FILE)"',
             f"{directory}/postgres_latest.tar.gz",
             volume,
             directory,
-            t.cfg("base_image"),
+            image,
         )
         # Passo 5: Subir serviços
         t.check("cd %s && docker-compose up -d", backend)
     finally:
-        t.wait_api_ready(timeout=300)
+        api.wait_api_ready(timeout=300)
     # Passo 6: Validar restore
-    assert json.loads(t.check("curl -s http://localhost:%s/health", t.cfg("api_port"))) == {
+    assert json.loads(api.check("curl -s http://localhost:%s/health", api.cfg("api_port"))) == {
         "status": "ok"
     }
     count = t.check(
@@ -406,9 +421,9 @@ def test_backup_during_writes_then_the_runbook_restore_steps_bring_back_every_co
 
 @pytest.mark.drill
 def test_restore_script_with_yes_restores_the_latest_or_a_chosen_archive(
-    sandbox: Target, prefs: Preferences
+    db: Target, api: Target, prefs: Preferences
 ) -> None:
-    t = sandbox
+    t = db
     first_rows = prefs.write("first", 10)
     first = Backup(t)
     assert first.rc == 0, first.output
@@ -420,7 +435,7 @@ def test_restore_script_with_yes_restores_the_latest_or_a_chosen_archive(
     try:
         result = t.run("timeout 600 %s --yes 2>&1", restore_script(t))
     finally:
-        t.wait_api_ready(timeout=300)
+        api.wait_api_ready(timeout=300)
     output = _plain(result.stdout)
     assert result.rc == 0, output
     assert re.search(r"user_preferences: \d+ linhas", output), output
@@ -430,7 +445,7 @@ def test_restore_script_with_yes_restores_the_latest_or_a_chosen_archive(
     try:
         result = t.run("timeout 600 %s --yes %s 2>&1", restore_script(t), first.archive)
     finally:
-        t.wait_api_ready(timeout=300)
+        api.wait_api_ready(timeout=300)
     assert result.rc == 0, _plain(result.stdout)
     prefs.assert_restored(first_rows)
     prefs.assert_absent(list(second_rows))

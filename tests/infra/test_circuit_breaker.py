@@ -22,7 +22,7 @@ import pytest
 
 from ._support import Target, wait_until
 
-pytestmark = pytest.mark.drill
+pytestmark = [pytest.mark.drill, pytest.mark.role("api")]
 
 PROVIDER = "openai"
 MODEL = f"{PROVIDER}/gpt-4o-mini"
@@ -32,23 +32,22 @@ SCRAPE_WAIT = 45  # seconds: a 15 s scrape interval, plus a margin
 
 
 class Drill:
-    """The API, the stand-in and Prometheus, seen from the sandbox host."""
+    """The API and the stand-in, seen from an API host; Prometheus, from the edge."""
 
-    def __init__(self, t: Target) -> None:
+    def __init__(self, t: Target, edge: Target) -> None:
         self.t = t
+        self.edge = edge
         env = t.env_file()
         self.threshold = int(env.get("LLM_CIRCUIT_FAILURE_THRESHOLD", 3))
         self.cooldown = float(env.get("LLM_CIRCUIT_COOLDOWN_SECONDS", 60))
         self.timeout = float(env.get("LLM_TIMEOUT_SECONDS", 30))
         allowed = env.get("VERITTA_LLM_ALLOWED_PROVIDERS", "").split(",")
         assert PROVIDER in allowed, f"{PROVIDER} is not allowed in the sandbox's .env"
-        standin = t.cfg("standin_container")
-        info = t.inspect(standin)
-        assert info and info["State"]["Running"], (
-            f"the provider stand-in {standin} is not running: deploy the sandbox with group data "
-            "llm_standin = True (compose profile `sandbox`)"
+        assert t.host.service("techno-os-llm-standin").is_running, (
+            "the provider stand-in (techno-os-llm-standin.service) is not running: deploy the "
+            "sandbox with group data llm_standin = True"
         )
-        self.control_url = f"http://{t.container_ip(standin)}:{t.cfg('standin_port')}/_control"
+        self.control_url = f"http://127.0.0.1:{t.cfg('standin_port')}/_control"
 
     # the stand-in
     def standin(self, mode: str | None = None, **extra: object) -> dict:
@@ -77,14 +76,17 @@ class Drill:
         assert self.gauge() == CLOSED, "a fresh API process has a circuit that is not CLOSED"
 
     def open_circuit(self) -> float:
-        """`threshold` failed calls (5xx, and a 429 last); returns the host time it opened."""
+        """`threshold` failed calls (5xx, and a 429 last, passed on as a 429 with its
+        Retry-After); returns the host time it opened."""
         self.standin("fail500", reset=True)
         for n in range(self.threshold):
-            if n == self.threshold - 1:
+            last = n == self.threshold - 1
+            if last:
                 self.standin("fail429")
             response = self.call()
-            assert response.status == 502, (
-                f"failed provider call {n + 1}: expected 502, got {response.status} "
+            expected = 429 if last else 502
+            assert response.status == expected, (
+                f"failed provider call {n + 1}: expected {expected}, got {response.status} "
                 f"{response.body[:300]}"
             )
         opened = float(self.t.check("date +%s.%N"))
@@ -107,15 +109,15 @@ class Drill:
         """Wait until `expr` has a result scraped after host time `since`."""
         query = f"({expr}) and (timestamp({expr}) > {since:.3f})"
         return wait_until(
-            lambda: self.t.prom_query(query), timeout=SCRAPE_WAIT, what=f"Prometheus: {what}"
+            lambda: self.edge.prom_query(query), timeout=SCRAPE_WAIT, what=f"Prometheus: {what}"
         )
 
 
 @pytest.fixture(scope="module")
-def drill(target: Target) -> Iterator[Drill]:
+def drill(target: Target, sandbox) -> Iterator[Drill]:
     if not target.disposable:
         pytest.fail(f"refusing to run a drill against {target.name}: not disposable")
-    d = Drill(target)
+    d = Drill(target, sandbox.the("edge"))
     yield d
     d.standin("ok", hang_seconds=60, reset=True)
     d.restart_api()  # leave a CLOSED breaker and a log without the drill's errors
@@ -135,7 +137,8 @@ def test_three_failures_open_the_circuit_and_the_next_call_is_rejected_at_once(
     drill: Drill,
 ) -> None:
     drill.open_circuit()
-    assert drill.errors("provider_error") == drill.threshold
+    failures = drill.errors("provider_error") + drill.errors("rate_limited")
+    assert failures == drill.threshold
 
     rejected_at = float(drill.t.check("date +%s.%N"))
     response = drill.call()
@@ -152,7 +155,7 @@ def test_three_failures_open_the_circuit_and_the_next_call_is_rejected_at_once(
         "circuit_open errors counted",
     )
     # The runbook's own query now lists the provider.
-    runbook = drill.t.prom_query('llm_errors_total{error_type="circuit_open"} > 0')
+    runbook = drill.edge.prom_query('llm_errors_total{error_type="circuit_open"} > 0')
     assert PROVIDER in {r["metric"]["provider"] for r in runbook}
     drill.prom_fresh(
         f'llm_circuit_state{{provider="{PROVIDER}"}} == 1', rejected_at, "circuit state OPEN"
@@ -185,6 +188,7 @@ def test_after_the_cooldown_one_trial_goes_through_and_its_success_closes_the_ci
     drill.standin("hang", hang_seconds=3)
     curl = (
         "curl -s -o /dev/null -w '%{http_code}\\n' -m 30 -X POST "
+        f"-H 'Authorization: Bearer {drill.t.api_key}' "
         "-H 'Content-Type: application/json' --data-binary "
         + shlex.quote(json.dumps(CHAT))
         + " "

@@ -89,32 +89,39 @@ def check_env_file_mode(t: Target) -> None:
 
 
 # --- cron ----------------------------------------------------------------------------------
+@pytest.mark.role("db")
 def test_backup_cron_line_is_in_roots_crontab_exactly(target: Target) -> None:
     check_backup_cron_line(target)
 
 
+@pytest.mark.role("db")
 def test_backup_line_runs_daily_at_two(target: Target) -> None:
     lines = installed_cron_lines(target)
     assert lines, "no backup line in root's crontab"
     assert all(" ".join(line.split()[:5]) == RUNBOOK_CRON_SCHEDULE for line in lines), lines
 
 
+@pytest.mark.role("any")
 def test_cron_service_is_running(target: Target) -> None:
     check_cron_running(target)
 
 
+@pytest.mark.role("db")
 def test_backup_script_exists_is_executable_and_owned_by_root(target: Target) -> None:
     check_script_executable_by_root(target, backup_script(target))
 
 
+@pytest.mark.role("db")
 def test_restore_script_exists_is_executable_and_owned_by_root(target: Target) -> None:
     check_script_executable_by_root(target, f"{target.cfg('scripts_dir')}/restore_observability.sh")
 
 
+@pytest.mark.role("db")
 def test_backup_directory_exists_and_is_private_to_root(target: Target) -> None:
     check_backup_dir_private(target)
 
 
+@pytest.mark.role("db")
 def test_newest_archive_is_younger_than_26_hours(target: Target) -> None:
     found = archives(target)
     if not found:
@@ -129,16 +136,19 @@ def test_newest_archive_is_younger_than_26_hours(target: Target) -> None:
     assert age_hours < FRESH_ARCHIVE_HOURS, f"newest archive {newest} is {age_hours:.1f} h old"
 
 
+@pytest.mark.role("db")
 def test_backup_archives_are_readable_by_root_only(target: Target) -> None:
     loose = [(n, o, f"{m:o}") for _, n, o, m in archives(target) if o != "root" or m & 0o077]
     assert not loose, f"archive(s) readable beyond root: {loose}"
 
 
 # --- environment ----------------------------------------------------------------------------
+@pytest.mark.role("db", "api")
 def test_env_file_is_mode_0600_owned_by_root(target: Target) -> None:
     check_env_file_mode(target)
 
 
+@pytest.mark.role("api")
 def test_allowed_providers_is_set_and_lists_only_known_providers(target: Target) -> None:
     env = target.env_file()
     raw = env.get("VERITTA_LLM_ALLOWED_PROVIDERS", "")
@@ -153,6 +163,7 @@ def test_allowed_providers_is_set_and_lists_only_known_providers(target: Target)
         )
 
 
+@pytest.mark.role("api")
 def test_default_llm_provider_is_in_the_allowlist(target: Target) -> None:
     env = target.env_file()
     allowed = {p.strip() for p in env.get("VERITTA_LLM_ALLOWED_PROVIDERS", "").split(",")}
@@ -160,6 +171,7 @@ def test_default_llm_provider_is_in_the_allowlist(target: Target) -> None:
     assert provider in allowed, f"LLM_PROVIDER={provider} is not in the allowlist {allowed}"
 
 
+@pytest.mark.role("api")
 def test_every_allowed_real_provider_has_an_api_key(target: Target) -> None:
     env = target.env_file()
     allowed = [p.strip() for p in env.get("VERITTA_LLM_ALLOWED_PROVIDERS", "").split(",")]
@@ -171,12 +183,14 @@ def test_every_allowed_real_provider_has_an_api_key(target: Target) -> None:
     assert not missing, f"allowed provider(s) without a key: {missing}"
 
 
+@pytest.mark.role("api")
 def test_llm_breaker_and_timeout_settings_are_the_runbook_figures(target: Target) -> None:
     env = target.env_file()
     actual = {k: float(env.get(k, v)) for k, v in RUNBOOK_LLM_SETTINGS.items()}
     assert actual == RUNBOOK_LLM_SETTINGS
 
 
+@pytest.mark.role("api")
 def test_no_key_appears_in_docker_labels_logs_or_metrics(target: Target) -> None:
     env = target.env_file()
     secrets = {
@@ -191,8 +205,10 @@ def test_no_key_appears_in_docker_labels_logs_or_metrics(target: Target) -> None
     for info in json.loads(target.check("docker inspect " + " ".join(containers)) or "[]"):
         places[f"labels of {info['Name']}"] = json.dumps(info["Config"].get("Labels") or {})
     for name in (target.cfg("api_container"), target.cfg("db_container")):
-        places[f"docker logs {name}"] = target.check("docker logs %s 2>&1", name)
+        if target.inspect(name):
+            places[f"docker logs {name}"] = target.check("docker logs %s 2>&1", name)
     places["/metrics"] = target.api("GET", "/metrics").body
+    places["the release settings"] = target.check("cat /etc/techno-os/release.json")
     leaks = [
         f"{key} in {place}"
         for key, value in secrets.items()

@@ -1,57 +1,64 @@
-"""Exposure (runbook: API on localhost:8000, Prometheus on localhost:9090, PostgreSQL reached only
-through `docker exec`): the database port is not published; the API and Prometheus listen on
-loopback only; nothing but SSH listens on a public address."""
+"""Exposure: every listening socket is either loopback, SSH, the edge's 80/443, or a service
+of a role bound to the host's private address because another host's role needs it (the
+firewall, tests/infra/test_firewall.py, then decides who may connect). PostgreSQL is not
+published by Docker; the API and Prometheus answer on loopback (the runbook's localhost URLs)."""
 
 from __future__ import annotations
 
 import pytest
 
 from ._support import Target, is_loopback
-from .test_prometheus import check_listens_on_loopback_only, prometheus_port
 
 pytestmark = pytest.mark.readonly
 
-POSTGRES_PORT = 5432
+
+def others_with(sandbox, role: str, t: Target) -> bool:
+    return any(h.name != t.name for h in sandbox.by_role(role))
 
 
-def check_db_port_not_published(t: Target) -> None:
-    info = t.inspect(t.cfg("db_container"))
-    assert info, f"container {t.cfg('db_container')} does not exist"
-    bindings = info["HostConfig"].get("PortBindings") or {}
-    published = {port: b for port, b in (info["NetworkSettings"].get("Ports") or {}).items() if b}
-    assert not bindings and not published, f"database ports published: {bindings or published}"
-    assert not [a for a, p in t.listeners() if p == POSTGRES_PORT], (
-        f"something listens on port {POSTGRES_PORT} on the host"
-    )
+def expected_private_ports(t: Target, sandbox) -> set[int]:
+    """What a role serves on the private address: only when a host of the client role is
+    another host."""
+    ports = set()
+    if others_with(sandbox, "edge", t):
+        ports.add(int(t.cfg("node_exporter_port")))
+        if t.has("api"):
+            ports.add(int(t.cfg("api_port")))
+    if t.has("db") and others_with(sandbox, "api", t):
+        ports.add(int(t.cfg("db_port")))
+    return ports
 
 
-def check_api_published_on_loopback_only(t: Target) -> None:
-    info = t.inspect(t.cfg("api_container"))
-    assert info, f"container {t.cfg('api_container')} does not exist"
-    bindings = [b for bs in (info["HostConfig"].get("PortBindings") or {}).values() for b in bs]
-    assert bindings, "the API container publishes no port"
-    public = [b for b in bindings if not b.get("HostIp") or not is_loopback(b["HostIp"])]
-    assert not public, f"the API container publishes on non-loopback addresses: {public}"
-    check_listens_on_loopback_only(t, int(t.cfg("api_port")), "the API")
+@pytest.mark.role("any")
+def test_every_non_loopback_listener_is_ssh_the_edge_or_a_role_flow(
+    target: Target, sandbox
+) -> None:
+    allowed = {22}
+    if target.has("edge"):
+        allowed |= set(target.data.get("public_ports", [80, 443]))
+    private = expected_private_ports(target, sandbox)
+    unexpected = []
+    for address, port in target.listeners():
+        if is_loopback(address) or port in allowed:
+            continue
+        if port in private and address == target.private_address:
+            continue
+        unexpected.append((address, port))
+    assert not unexpected, f"unexpected listeners on {target.name}: {sorted(set(unexpected))}"
 
 
-def test_database_port_is_not_published(target: Target) -> None:
-    check_db_port_not_published(target)
+@pytest.mark.role("db")
+def test_database_port_is_not_published_by_docker(target: Target) -> None:
+    info = target.inspect(target.cfg("db_container"))
+    assert info, f"container {target.cfg('db_container')} does not exist"
+    assert info["HostConfig"]["NetworkMode"] == "host", "PostgreSQL is not on the host's network"
+    assert not (info["HostConfig"].get("PortBindings") or {}), "database ports published"
 
 
-def test_api_is_published_and_listens_on_loopback_only(target: Target) -> None:
-    check_api_published_on_loopback_only(target)
-
-
-def test_prometheus_listens_on_loopback_only(target: Target) -> None:
-    check_listens_on_loopback_only(target, prometheus_port(target), "Prometheus")
-
-
-def test_nothing_but_ssh_listens_on_a_public_address(target: Target) -> None:
-    allowed = {22, *target.data.get("public_ports", [])}
-    if target.data.get("ssh_port"):
-        allowed.add(int(target.data["ssh_port"]))
-    public = sorted(
-        {(a, p) for a, p in target.listeners() if not is_loopback(a) and p not in allowed}
-    )
-    assert not public, f"listening on public addresses: {public}"
+@pytest.mark.role("api")
+def test_the_api_front_and_slots_answer_on_loopback(target: Target) -> None:
+    front = [a for a, p in target.listeners() if p == int(target.cfg("api_port"))]
+    assert "127.0.0.1" in front, f"the API front does not listen on 127.0.0.1: {front}"
+    for port in target.cfg("api_slot_ports"):
+        public = [a for a, p in target.listeners() if p == int(port) and not is_loopback(a)]
+        assert not public, f"a release slot (port {port}) listens beyond loopback: {public}"

@@ -72,31 +72,38 @@ def check_pg_isready(t: Target) -> None:
     assert "accepting connections" in out.stdout, out.stdout
 
 
+@pytest.mark.role("api")
 def test_health_endpoint_returns_exactly_status_ok(target: Target) -> None:
     check_health_endpoint(target)
 
 
+@pytest.mark.role("api")
 def test_ready_endpoint_reports_the_database_ok(target: Target) -> None:
-    response = target.api("GET", "/ready")
+    response = target.api("GET", "/ready", key=None)
     assert response.status == 200, f"/ready answered {response.status}: {response.body}"
     assert response.json() == {"status": "ok", "database": "ok"}
 
 
+@pytest.mark.role("api")
 def test_api_container_is_running_and_healthy_per_docker(target: Target) -> None:
     check_container_running_and_healthy(target, target.cfg("api_container"))
 
 
+@pytest.mark.role("db")
 def test_db_container_is_running_and_healthy_per_docker(target: Target) -> None:
     check_container_running_and_healthy(target, target.cfg("db_container"))
 
 
+@pytest.mark.role("api")
 def test_api_logs_have_no_error_lines_since_start(target: Target) -> None:
     check_no_error_lines_since_start(target, target.cfg("api_container"))
 
 
+@pytest.mark.role("db")
 def test_db_logs_have_no_error_lines_since_start(target: Target) -> None:
     check_no_error_lines_since_start(target, target.cfg("db_container"))
 
 
+@pytest.mark.role("db")
 def test_pg_isready_says_accepting_connections(target: Target) -> None:
     check_pg_isready(target)

@@ -166,27 +166,34 @@ def check_prometheus_scraped_llm_metrics(t: Target) -> None:
         assert float(found[0]["value"][1]) > 0
 
 
+@pytest.mark.role("api")
 def test_metrics_endpoint_exposes_the_four_llm_metrics_with_the_runbook_labels(
     target: Target,
 ) -> None:
     check_llm_metrics_exposed(target)
 
 
+@pytest.mark.role("edge")
 def test_prometheus_has_scraped_the_llm_metrics_from_the_api(target: Target) -> None:
     check_prometheus_scraped_llm_metrics(target)
 
 
-def test_build_info_in_prometheus_matches_the_running_version(target: Target) -> None:
-    version = target.api("GET", "/version").json()
-    version = version.get("version") if isinstance(version, dict) else version
+@pytest.mark.role("edge")
+def test_build_info_in_prometheus_matches_the_running_version(target: Target, sandbox) -> None:
+    versions = {
+        api.name: api.api("GET", "/version", key=None).json()["version"]
+        for api in sandbox.by_role("api")
+    }
     result = wait_until(
         lambda: target.prom_query('techno_os_build_info{job="techno-os-api"}'),
         timeout=40,
         what="techno_os_build_info scraped",
     )
-    assert {r["metric"]["version"] for r in result} == {version}
+    scraped = {r["metric"]["instance"]: r["metric"]["version"] for r in result}
+    assert scraped == versions
 
 
+@pytest.mark.role("edge")
 @pytest.mark.parametrize("query", RUNBOOK_QUERIES, ids=[q.name for q in RUNBOOK_QUERIES])
 def test_runbook_promql_query_evaluates_without_error(target: Target, query: RunbookQuery) -> None:
     answer = target.prom_query_raw(query.expr)

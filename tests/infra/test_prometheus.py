@@ -9,8 +9,8 @@ from ._support import Target, is_loopback, wait_until
 
 pytestmark = pytest.mark.readonly
 
-# Jobs of files/prometheus.yml whose targets the runbook relies on.
-EXPECTED_JOBS = {"prometheus", "techno-os-api"}
+# Jobs of templates/prometheus.yml.j2 whose targets the runbook relies on.
+EXPECTED_JOBS = {"prometheus", "techno-os-api", "node", "alertmanager"}
 
 
 def prometheus_port(t: Target) -> int:
@@ -29,7 +29,7 @@ def check_promtool_config(t: Target) -> None:
     assert out.rc == 0, f"promtool check config failed: {(out.stdout + out.stderr).strip()}"
 
 
-def check_every_target_up(t: Target) -> None:
+def check_every_target_up(t: Target, hosts: list[str] | None = None) -> None:
     def scraped() -> list[dict] | None:
         active = t.prom("/api/v1/targets", state="active")["activeTargets"]
         return active if all(x["health"] != "unknown" for x in active) else None
@@ -43,6 +43,9 @@ def check_every_target_up(t: Target) -> None:
         if x["health"] != "up"
     ]
     assert not down, f"target(s) down: {down}"
+    if hosts is not None:  # every host of the inventory has its node exporter scraped
+        nodes = {x["labels"]["instance"] for x in active if x["labels"]["job"] == "node"}
+        assert nodes == set(hosts), f"node exporters scraped {sorted(nodes)}, hosts {hosts}"
 
 
 def check_service_enabled_and_running(t: Target) -> None:
@@ -58,21 +61,26 @@ def check_listens_on_loopback_only(t: Target, port: int, what: str) -> None:
     assert not public, f"{what} listens on non-loopback address(es) {public} port {port}"
 
 
+@pytest.mark.role("edge")
 def test_healthy_endpoint_says_prometheus_server_is_healthy(target: Target) -> None:
     check_prometheus_healthy(target)
 
 
+@pytest.mark.role("edge")
 def test_promtool_check_config_passes_on_the_deployed_config(target: Target) -> None:
     check_promtool_config(target)
 
 
-def test_every_scrape_target_is_up(target: Target) -> None:
-    check_every_target_up(target)
+@pytest.mark.role("edge")
+def test_every_scrape_target_is_up_and_every_host_is_scraped(target: Target, sandbox) -> None:
+    check_every_target_up(target, [t.name for t in sandbox.hosts])
 
 
+@pytest.mark.role("edge")
 def test_prometheus_service_is_enabled_and_running(target: Target) -> None:
     check_service_enabled_and_running(target)
 
 
+@pytest.mark.role("edge")
 def test_prometheus_listens_on_loopback_only(target: Target) -> None:
     check_listens_on_loopback_only(target, prometheus_port(target), "Prometheus")

@@ -11,16 +11,15 @@ trust store, or in the sandbox (`tls_mode` internal) against the root of Caddy's
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import UTC, datetime
 
 import pytest
 from cryptography import x509
 
-from ._support import REPO, HttpResponse, Target, is_loopback, parse_curl_include, parse_env_file
+from ._support import HttpResponse, Target, is_loopback, parse_curl_include, secret
 
-pytestmark = pytest.mark.readonly
+pytestmark = [pytest.mark.readonly, pytest.mark.role("edge")]
 
 # Where Caddy keeps its local CA (tls_mode "internal"): the caddy user's home, Debian's package.
 LOCAL_CA_ROOT = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
@@ -94,12 +93,7 @@ def operator_credentials(t: Target) -> tuple[str, str] | None:
     """The proxy's user and password: $PROXY_BASIC_AUTH_PASSWORD, else the secrets file the deploy
     wrote (disposable hosts). None when this machine does not know it."""
     user = str(t.data.get("proxy_basic_auth_user", "ops"))
-    password = os.environ.get("PROXY_BASIC_AUTH_PASSWORD")
-    if not password:
-        group = next((g for g in t.groups if g != "all"), "all")
-        path = REPO / str(t.data.get("secrets_file", "secrets/{group}.env")).format(group=group)
-        if path.is_file():
-            password = parse_env_file(path.read_text()).get("PROXY_BASIC_AUTH_PASSWORD")
+    password = secret(t.data, t.groups, "PROXY_BASIC_AUTH_PASSWORD")
     return (user, password) if password else None
 
 
@@ -211,13 +205,42 @@ def test_operators_only_site_answers_the_operators_credentials(target: Target, n
     assert response.body.strip() == expected
 
 
-# --- exposure ------------------------------------------------------------------------------------
-def test_nothing_but_ssh_and_the_proxy_listens_on_public_addresses(target: Target) -> None:
-    allowed = {22, *target.data.get("public_ports", [80, 443])}
-    listeners = public_listeners(target)
-    extra = sorted({(a, p) for a, p in listeners if p not in allowed})
-    assert not extra, f"listening on public addresses (ss -ltn): {extra}"
-    assert {80, 443} <= {p for _, p in listeners}, "the proxy does not listen on 80 and 443"
+# --- keys: nothing new is public --------------------------------------------------------------
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/chat/completions"),
+                                              ("GET", "/preferences/x"),
+                                              ("GET", "/llm/providers")])  # fmt: skip
+def test_anonymous_api_calls_are_refused_through_the_proxy(
+    target: Target, method: str, path: str
+) -> None:
+    host = site(target, "api")
+    args = ["--resolve", f"{host}:443:{public_address(target)}", *ca_args(target)]
+    if method == "POST":
+        body = '{"model": "fake/echo", "messages": [{"role": "user", "content": "x"}]}'
+        args += ["-H", "Content-Type: application/json", "--data-binary", body]
+    result = target.run(
+        "curl -sS -i -m 10 -X %s" + " %s" * (len(args) + 1), method, *args, f"https://{host}{path}"
+    )
+    response = parse_curl_include(result.stdout)
+    assert response.status == 401, f"anonymous {method} {path} through the proxy: {response}"
+    assert response.json()["error"]["type"] == "invalid_api_key"
+
+
+def test_docs_and_schema_are_not_served(target: Target) -> None:
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        response = proxy_get(target, "api", path)
+        assert response.status == 404, f"https://{site(target, 'api')}{path}: {response.status}"
+
+
+def test_a_body_over_the_limit_is_refused_by_the_proxy(target: Target) -> None:
+    host = site(target, "api")
+    size = 9 * 1024 * 1024  # over proxy_max_body_size (8MB)
+    args = ["--resolve", f"{host}:443:{public_address(target)}", *ca_args(target)]
+    result = target.run(
+        "head -c %s /dev/zero | curl -sS -i -m 20 -X POST -H 'Content-Type: application/json' "
+        "--data-binary @-" + " %s" * (len(args) + 1),
+        size, *args, f"https://{host}/v1/chat/completions",
+    )  # fmt: skip
+    assert parse_curl_include(result.stdout).status == 413, result.stdout[:300]
 
 
 def test_caddy_is_enabled_and_running_with_a_valid_config(target: Target) -> None:
