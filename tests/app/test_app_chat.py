@@ -81,7 +81,12 @@ async def test_max_tokens_truncates_with_finish_reason_length(make_app):
         ),
         (chat_body(temperature=3), "temperature: Input should be less than or equal to 2"),
         (chat_body(max_tokens=0), "max_tokens: Input should be greater than or equal to 1"),
-        (chat_body(stream=True), "streaming is not supported"),
+        (
+            chat_body(stream_options={"include_usage": True}),
+            "stream_options: only allowed when stream is true",
+        ),
+        (chat_body(stop=["a", "b", "c", "d", "e"]), "stop: up to 4 sequences"),
+        (chat_body(tool_choice="required"), "tool_choice: needs tools"),
         ([1, 2], "body: must be a JSON object"),
     ],
 )

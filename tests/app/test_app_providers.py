@@ -44,7 +44,12 @@ async def test_tokens_are_read_from_each_wire_format(make_app, standin, provider
         assert body["model"] == f"{provider}/{model}"
         assert body["choices"][0]["message"] == {"role": "assistant", "content": f"from {provider}"}
         assert body["choices"][0]["finish_reason"] == "stop"
-        assert body["usage"] == {"prompt_tokens": 13, "completion_tokens": 21, "total_tokens": 34}
+        usage = body["usage"]
+        assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (
+            13,
+            21,
+            34,
+        )
         assert await client.metric("llm_tokens_total", provider=provider, type="prompt") == 13
         assert await client.metric("llm_tokens_total", provider=provider, type="completion") == 21
         assert await client.metric("llm_request_latency_seconds_count", provider=provider) == 1
@@ -63,7 +68,11 @@ async def test_openai_format_request(make_app, standin):
     assert sent.body["model"] == "gpt-4o-mini"
     assert sent.body["temperature"] == 0.5
     assert sent.body["messages"][0] == {"role": "system", "content": "be brief"}
-    assert sent.body["messages"][3] == {"role": "user", "content": "how so?"}
+    # Lists of text parts stay separate parts.
+    assert sent.body["messages"][3] == {
+        "role": "user",
+        "content": [{"type": "text", "text": "how "}, {"type": "text", "text": "so?"}],
+    }
 
 
 async def test_anthropic_format_request(make_app, standin):

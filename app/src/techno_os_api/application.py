@@ -1,6 +1,7 @@
 """The application factory: builds the services from the settings and wires the routes.
 
-`create_app()` reads the environment; tests pass their own settings, clock, engine or HTTP client
+`create_app()` reads the environment; tests pass their own settings, clock, engine or provider
+transport
 (all real objects). Building the app connects to nothing, so it starts without a database.
 """
 
@@ -10,7 +11,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
@@ -74,19 +74,16 @@ def build_services(
     *,
     clock: Clock | None = None,
     engine: AsyncEngine | None = None,
-    http_client: httpx.AsyncClient | None = None,
+    transport: Transport | None = None,
 ) -> Services:
     prices = PriceTable.load(settings.llm_prices_file)
     metrics = Metrics(__version__, settings.veritta_llm_allowed_providers, prices.labels)
-    client = http_client or httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.llm_timeout_seconds),
-        limits=httpx.Limits(
-            max_connections=settings.llm_max_connections, max_keepalive_connections=20
-        ),
-        headers={"User-Agent": f"techno-os-api/{__version__}"},
-    )
-    transport = Transport(
-        client, settings.llm_max_response_bytes, Redactor(settings.secret_values())
+    transport = transport or Transport(
+        settings.llm_max_response_bytes,
+        Redactor(settings.secret_values()),
+        max_connections=settings.llm_max_connections,
+        connect_timeout=settings.llm_timeout_seconds,
+        user_agent=f"techno-os-api/{__version__}",
     )
     providers = build_providers(settings, transport)
     engine = engine or create_engine(settings)
@@ -105,7 +102,7 @@ def build_services(
         authenticator=Authenticator(calls, settings, metrics, **clocks),
         calls=calls,
         admitter=admitter,
-        http_client=client,
+        transport=transport,
     )
 
 
@@ -129,10 +126,10 @@ def create_app(
     *,
     clock: Clock | None = None,
     engine: AsyncEngine | None = None,
-    http_client: httpx.AsyncClient | None = None,
+    transport: Transport | None = None,
 ) -> TechnoOSAPI:
     settings = settings or load_settings()
-    services = build_services(settings, clock=clock, engine=engine, http_client=http_client)
+    services = build_services(settings, clock=clock, engine=engine, transport=transport)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -143,7 +140,7 @@ def create_app(
         finally:
             await services.admitter.stop()
             await services.calls.close()
-            await services.http_client.aclose()
+            await services.transport.close()
             await services.engine.dispose()
 
     docs = settings.api_docs_enabled

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-import httpx
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,6 +17,7 @@ from techno_os_api.db.calls import CallDatabase
 from techno_os_api.db.preferences import PreferencesRepository
 from techno_os_api.llm.gateway import LLMGateway
 from techno_os_api.llm.metrics import Metrics
+from techno_os_api.llm.transport import Transport
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Services:
     authenticator: Authenticator
     admitter: Admitter
     calls: CallDatabase
-    http_client: httpx.AsyncClient
+    transport: Transport
 
 
 def services(request: Request) -> Services:

@@ -76,6 +76,9 @@ CLIENT_ERROR: Final = ErrorKind("client_error", 400, "client_error", retryable=F
 PROVIDER_AUTH_ERROR: Final = ErrorKind(
     "provider_auth_error", 502, "provider_auth_error", retryable=False
 )
+# The provider answered, but its model produced nothing usable (Gemini MALFORMED_FUNCTION_CALL,
+# UNEXPECTED_TOOL_CALL, ...): the provider is up, so the breaker counts it as healthy.
+MODEL_ERROR: Final = ErrorKind("model_error", 502, "model_error", Verdict.HEALTHY)
 # A stream that failed after its first chunk: reported in-band, as a final SSE error event.
 STREAM_INTERRUPTED: Final = ErrorKind(
     "stream_interrupted", 502, "stream_interrupted", Verdict.FAILURE
@@ -105,6 +108,7 @@ KINDS: Final[Mapping[str, ErrorKind]] = _kinds(
     PROVIDER_RATE_LIMITED,
     CLIENT_ERROR,
     PROVIDER_AUTH_ERROR,
+    MODEL_ERROR,
     STREAM_INTERRUPTED,
 )
 

@@ -1,15 +1,25 @@
 """The LLM gateway: decides whether a client's call may go out, sends it to a provider (or its
-fallbacks) through that provider's circuit breaker, and records what happened.
+fallbacks) through that provider's circuit breaker, whole or streamed, and records what
+happened.
 
 The order of the checks is the contract: nothing reaches the network unless the provider is
 allowed (VERITTA_LLM_ALLOWED_PROVIDERS), the client key may use it and the model, the call fits
-the key's max_tokens cap, the provider has its API key, the key's limits and budget admit the
-call, and the provider's breaker gives a permit.
+the key's max_tokens cap, the provider has its API key, its adapter can translate every
+parameter of the request (else a 400 naming the parameter and the provider), the key's limits
+and budget admit the call, and the provider's breaker gives a permit.
 
-One place decides a call's outcome (`_outcome`): success, a breaker failure, or an error that
-says nothing about the provider's health. The breaker and the metrics observe that outcome;
-each error kind, with its status and metric label, is defined once in `core/errors.py`. No web
-framework here.
+One place decides a call's outcome (`_outcome`): success, a breaker failure, a client error, a
+content filter (an answer, so a success), or an interrupted stream. The breaker and the metrics
+observe that outcome; each error kind, with its status and metric label, is defined once in
+`core/errors.py`. No web framework here.
+
+Streams: the provider's stream is opened and its first content event awaited (within the
+attempt's timeout, keep-alives not counting) before anything is answered, so a failure before
+it is an ordinary failure, with its status code and the fallbacks. After it, `ChatStream` hands
+out the events with LLM_STREAM_IDLE_TIMEOUT_SECONDS between them; a failure then is
+`stream_interrupted`, a breaker failure, reported in-band by the route. The provider's
+connection slot, breaker permit and the call's budget reservation are held until the stream
+ends, and settled with the usage the provider streamed.
 """
 
 from __future__ import annotations
@@ -17,12 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
-
-import httpx
+from typing import Any, TypeVar
 
 from techno_os_api.auth.admission import Admitter, Ticket
 from techno_os_api.auth.keys import ClientKey, model_allowed
@@ -30,17 +38,16 @@ from techno_os_api.core import errors as e
 from techno_os_api.core.config import ALLOWLIST_ENV, KNOWN_PROVIDERS, Settings
 from techno_os_api.core.errors import APIError, Verdict
 from techno_os_api.llm.breaker import CircuitBreaker, CircuitOpenError, Clock, Permit, State
+from techno_os_api.llm.completion import Completion, Delta
 from techno_os_api.llm.metrics import Metrics
 from techno_os_api.llm.pricing import PriceTable
-from techno_os_api.llm.providers import Completion, CompletionRequest, Message, Provider
-from techno_os_api.llm.schemas import (
-    AssistantMessage,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    Choice,
+from techno_os_api.llm.providers import ModelFailure, Provider, Refused
+from techno_os_api.llm.schemas import ChatCompletionRequest
+from techno_os_api.llm.transport import (
+    ProviderConnectionError,
+    ProviderHTTPError,
+    ProviderResponseError,
 )
-from techno_os_api.llm.schemas import Usage as UsageOut
-from techno_os_api.llm.transport import ProviderHTTPError, ProviderResponseError
 from techno_os_api.llm.usage import Usage, estimate_prompt_tokens
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,8 @@ log = logging.getLogger(__name__)
 # Outcomes after which the next alternative of LLM_FALLBACKS is tried: the provider is unwell or
 # unreachable right now. Never after the client's own error, a bad provider key or a filter.
 _FALLS_BACK = frozenset({e.CIRCUIT_OPEN, e.TIMEOUT, e.PROVIDER_ERROR, e.PROVIDER_RATE_LIMITED})
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,31 +89,83 @@ class Answer:
 
     route: Route
     completion: Completion
-    usage: Usage
     fallback: bool
 
+    @property
+    def usage(self) -> Usage:
+        return self.completion.usage
 
-def to_response(answer: Answer, requested_model: str) -> ChatCompletionResponse:
-    """OpenAI's chat.completion for an answer. `model` is what the client asked for, or what
-    answered when a fallback did."""
-    completion = answer.completion
-    return ChatCompletionResponse(
-        id=f"chatcmpl-{uuid.uuid4().hex}",
-        created=int(time.time()),
-        model=str(answer.route) if answer.fallback else requested_model,
-        choices=[
-            Choice(
-                index=0,
-                message=AssistantMessage(content=completion.content),
-                finish_reason=completion.finish_reason,
-            )
-        ],
-        usage=UsageOut(
-            prompt_tokens=answer.usage.prompt_tokens,
-            completion_tokens=answer.usage.completion_tokens,
-            total_tokens=answer.usage.total_tokens,
-        ),
-    )
+
+@dataclass
+class _Call:
+    """One admitted call: each route it may take with the provider request prepared for it, the
+    budget ticket, and the routes it was sent to (a failed one may still have been billed)."""
+
+    routes: list[tuple[Route, Any]]
+    ticket: Ticket | None
+    sent: list[Route] = field(default_factory=list)
+
+
+class ChatStream:
+    """A stream whose first content event has arrived. `next()` gives the events in order,
+    then None; a failure raises `APIError(stream_interrupted)`, already counted. `aclose()`
+    ends it early (the client left): the upstream request is cancelled, no breaker verdict."""
+
+    def __init__(
+        self,
+        gateway: LLMGateway,
+        call: _Call,
+        route: Route,
+        events: AsyncGenerator[Delta, None],
+        first: Delta,
+        permit: Permit,
+        started: float,
+        fallback: bool,
+    ) -> None:
+        self.route = route
+        self.fallback = fallback
+        self.usage: Usage | None = first.usage
+        self._gateway = gateway
+        self._call = call
+        self._events = events
+        self._first: Delta | None = first
+        self._permit = permit
+        self._started = started
+        self._ended = False
+
+    async def next(self) -> Delta | None:
+        if self._ended:
+            return None
+        if self._first is not None:
+            delta, self._first = self._first, None
+            return delta
+        try:
+            async with asyncio.timeout(self._gateway.idle_timeout_seconds):
+                delta = await anext(self._events)
+        except StopAsyncIteration:
+            self._ended = True
+            await self._gateway._stream_ended(self._call, self.route, self._permit,
+                                              self._started, self.usage)  # fmt: skip
+            return None
+        except Exception as exc:
+            self._ended = True
+            error = self._gateway._stream_failed(self._call, self.route, self._permit,
+                                                 self._started, exc)  # fmt: skip
+            if error is None:
+                raise
+            raise error from None
+        if delta.usage is not None:
+            self.usage = delta.usage
+        return delta
+
+    async def aclose(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            await self._events.aclose()  # closes the provider's connection
+        finally:
+            self._gateway._stream_abandoned(self._call, self.route, self._permit)
 
 
 class LLMGateway:
@@ -122,6 +183,7 @@ class LLMGateway:
         self._default = settings.llm_provider
         self._timeout = settings.llm_timeout_seconds
         self._deadline = settings.deadline_seconds
+        self.idle_timeout_seconds = settings.llm_stream_idle_timeout_seconds
         self._default_models = settings.key_default_models
         self._default_max_tokens_cap = settings.key_default_max_tokens
         self._default_max_tokens = settings.llm_default_max_tokens
@@ -144,7 +206,8 @@ class LLMGateway:
             for name in KNOWN_PROVIDERS
         }
         # The gateway's own connections per provider: a call waits at most LLM_POOL_TIMEOUT_
-        # SECONDS for one, and that wait is never blamed on the provider.
+        # SECONDS for one, and that wait is never blamed on the provider. A stream holds its
+        # slot until it ends.
         self._slots = {
             name: asyncio.Semaphore(settings.llm_max_connections) for name in KNOWN_PROVIDERS
         }
@@ -174,45 +237,68 @@ class LLMGateway:
     # --- calling ---------------------------------------------------------------------------
     async def complete(self, body: ChatCompletionRequest, key: ClientKey) -> Answer:
         """Check, admit and run one call; the answer of the first route that succeeds."""
+        call = await self._admit_call(body, key)
+        try:
+            answer = await self._try_routes(call, self._attempt)
+        except BaseException:
+            self._settle(call.ticket, sent=bool(call.sent))
+            raise
+        await self._settle_usage(call.ticket, answer.route, answer.usage)
+        return answer
+
+    async def stream(self, body: ChatCompletionRequest, key: ClientKey) -> ChatStream:
+        """Check, admit and open a streamed call: the stream of the first route whose first
+        content event arrives. The caller must drain it or `aclose()` it."""
+        call = await self._admit_call(body, key)
+        try:
+            return await self._try_routes(call, self._open_stream)
+        except BaseException:
+            self._settle(call.ticket, sent=bool(call.sent))
+            raise
+
+    async def _admit_call(self, body: ChatCompletionRequest, key: ClientKey) -> _Call:
         primary = self.route(body.model)
         self._check_allowed(primary)
         self._check_key(key, primary)
         max_tokens = self._max_tokens(body, key)
         self._check_usable(primary)
-        routes = [primary, *self._alternatives(primary, key)]
+        routes = [(primary, self._prepare(primary, body, max_tokens))]
+        for route in self._alternatives(primary, key):
+            try:
+                routes.append((route, self._prepare(route, body, max_tokens)))
+            except APIError as exc:  # it cannot take this request: not an alternative for it
+                log.info("fallback %s skipped for this call: %s", route, exc.message)
         if len(routes) == 1:
             self._check_circuit(primary)  # refused at once, before any limit is spent
 
         # The most the call can use and cost, on whichever route answers (module llm.usage).
-        prompt = estimate_prompt_tokens([m.model_dump(exclude_none=True) for m in body.messages])
+        prompt = estimate_prompt_tokens(
+            [m.model_dump(exclude_none=True) for m in body.messages],
+            [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
+            body.response_format.model_dump(by_alias=True) if body.response_format else None,
+        )
         completion_bound = max_tokens or self._default_max_tokens
         cost = max(
             self._prices.lookup(r.provider, r.model).price.cost(prompt, completion_bound)
-            for r in routes
+            for r, _ in routes
         )
         ticket = await self._admit(key, prompt + completion_bound, cost)
-        sent: list[Route] = []
-        try:
-            request = CompletionRequest(
-                model="",
-                messages=tuple(Message(msg.role, msg.text()) for msg in body.messages),
-                max_tokens=max_tokens,
-                temperature=body.temperature,
-            )
-            answer = await self._attempts(routes, request, sent)
-        except BaseException:
-            self._settle(ticket, sent=bool(sent))
-            raise
-        await self._settle_answer(ticket, answer)
-        return answer
+        return _Call(routes, ticket)
 
-    async def _attempts(
-        self, routes: list[Route], request: CompletionRequest, sent: list[Route]
-    ) -> Answer:
-        """Try each route in turn within the overall deadline. `sent` collects the routes whose
-        call went out (a failed one may still have been billed)."""
+    def _prepare(self, route: Route, body: ChatCompletionRequest, max_tokens: int | None) -> Any:
+        try:
+            return self._providers[route.provider].prepare(body, route.model, max_tokens)
+        except Refused as exc:
+            raise APIError(
+                e.UNSUPPORTED_PARAMETER, str(exc), provider=route.provider, param=exc.param
+            ) from None
+
+    async def _try_routes(
+        self, call: _Call, attempt: Callable[[_Call, Route, Any, float, bool], Awaitable[T]]
+    ) -> T:
+        """Try each route in turn within the overall deadline."""
         deadline = time.monotonic() + self._deadline
-        for index, route in enumerate(routes):
+        for index, (route, prepared) in enumerate(call.routes):
             remaining = deadline - time.monotonic()
             try:
                 if remaining <= 0:
@@ -222,26 +308,23 @@ class LLMGateway:
                         "(LLM_DEADLINE_SECONDS)",
                         provider=route.provider,
                     )
-                completion, usage = await self._attempt(
-                    route, request, min(self._timeout, remaining), sent
+                return await attempt(
+                    call, route, prepared, min(self._timeout, remaining), index > 0
                 )
             except APIError as exc:
-                last = index == len(routes) - 1
+                last = index == len(call.routes) - 1
                 if last or exc.kind not in _FALLS_BACK:
                     raise
-                following = routes[index + 1]
+                following = call.routes[index + 1][0]
                 self._metrics.count_fallback(route.provider, following.provider)
                 log.warning("%s failed (%s): falling back to %s", route, exc.kind.code, following)
-                continue
-            return Answer(route, completion, usage, fallback=index > 0)
         raise AssertionError("unreachable: the last route raises or returns")
 
-    async def _attempt(
-        self, route: Route, request: CompletionRequest, timeout: float, sent: list[Route]
-    ) -> tuple[Completion, Usage]:
-        name = route.provider
-        provider = self._providers[name]
+    async def _take_slot(self, name: str) -> asyncio.Semaphore:
         slot = self._slots[name]
+        if not slot.locked():
+            await slot.acquire()  # free: no wait, no timer
+            return slot
         try:
             async with asyncio.timeout(self._pool_timeout):
                 await slot.acquire()
@@ -254,41 +337,117 @@ class LLMGateway:
                 provider=name,
                 retry_after=1,
             ) from None
+        return slot
+
+    async def _attempt(
+        self, call: _Call, route: Route, prepared: Any, timeout: float, fallback: bool
+    ) -> Answer:
+        name = route.provider
+        slot = await self._take_slot(name)
         try:
             permit = self._permit(name)
             started = time.perf_counter()
-            sent.append(route)
+            call.sent.append(route)
             try:
                 async with asyncio.timeout(timeout):
-                    completion = await provider.complete(
-                        CompletionRequest(
-                            route.model, request.messages, request.max_tokens, request.temperature
-                        )
-                    )
+                    completion = await self._providers[name].complete(prepared)
             except BaseException as exc:
                 error = self._outcome(route, permit, started, exc, timeout)
                 if error is None:
                     raise
                 raise error from None
-            usage = Usage(completion.prompt_tokens, completion.completion_tokens)
-            self._breakers[name].record_success(permit)
-            self._metrics.observe_call(name, time.perf_counter() - started)
-            self._metrics.count_tokens(name, usage.prompt_tokens, usage.completion_tokens)
-            return completion, usage
+            self._succeeded(route, permit, started, completion.usage)
+            return Answer(route, completion, fallback)
         finally:
             slot.release()
 
+    async def _open_stream(
+        self, call: _Call, route: Route, prepared: Any, timeout: float, fallback: bool
+    ) -> ChatStream:
+        name = route.provider
+        slot = await self._take_slot(name)
+        try:
+            permit = self._permit(name)
+        except BaseException:
+            slot.release()
+            raise
+        started = time.perf_counter()
+        call.sent.append(route)
+        events = self._providers[name].stream(prepared)
+        try:
+            async with asyncio.timeout(timeout):
+                first = await anext(events)
+        except BaseException as exc:
+            slot.release()
+            await events.aclose()
+            if isinstance(exc, StopAsyncIteration):
+                exc = ProviderResponseError(name, "the stream ended without an answer")
+            error = self._outcome(route, permit, started, exc, timeout)
+            if error is None:
+                raise
+            raise error from None
+        self._metrics.observe_first_token(name, time.perf_counter() - started)
+        return ChatStream(self, call, route, events, first, permit, started, fallback)
+
+    # --- a stream's end ----------------------------------------------------------------------
+    async def _stream_ended(
+        self, call: _Call, route: Route, permit: Permit, started: float, usage: Usage | None
+    ) -> None:
+        self._slots[route.provider].release()
+        self._succeeded(route, permit, started, usage or Usage())
+        if usage is None:
+            log.warning("%s's stream ended without usage: its reservation is charged", route)
+            self._settle(call.ticket, sent=True)
+            return
+        await self._settle_usage(call.ticket, route, usage)
+
+    def _stream_failed(
+        self, call: _Call, route: Route, permit: Permit, started: float, exc: BaseException
+    ) -> APIError | None:
+        self._slots[route.provider].release()
+        self._settle(call.ticket, sent=True)
+        return self._outcome(route, permit, started, exc, self.idle_timeout_seconds, streamed=True)
+
+    def _stream_abandoned(self, call: _Call, route: Route, permit: Permit) -> None:
+        """The client went away mid-stream: says nothing about the provider."""
+        self._slots[route.provider].release()
+        self._breakers[route.provider].release(permit)
+        self._settle(call.ticket, sent=True)
+
+    # --- outcomes ----------------------------------------------------------------------------
+    def _succeeded(self, route: Route, permit: Permit, started: float, usage: Usage) -> None:
+        name = route.provider
+        self._breakers[name].record_success(permit)
+        self._metrics.observe_call(name, time.perf_counter() - started)
+        self._metrics.count_tokens(name, usage.prompt_tokens, usage.completion_tokens)
+
     def _outcome(
-        self, route: Route, permit: Permit, started: float, exc: BaseException, timeout: float
+        self,
+        route: Route,
+        permit: Permit,
+        started: float,
+        exc: BaseException,
+        timeout: float,
+        *,
+        streamed: bool = False,
     ) -> APIError | None:
         """The one place a failed call is classified: the error the client gets, and what the
-        breaker and the metrics learn. None: not the provider's doing (cancelled, a bug)."""
+        breaker and the metrics learn. None: not the provider's doing (cancelled, a bug).
+        `streamed`: the failure came after the first streamed event, so whatever it was, the
+        stream was interrupted."""
         name = route.provider
         breaker = self._breakers[name]
-        error = self._classify(route, exc, timeout)
+        error = self._classify(route, exc, timeout, streamed)
         if error is None:
             breaker.release(permit)  # the client went away, or a bug: no verdict
             return None
+        if streamed:
+            error = APIError(
+                e.STREAM_INTERRUPTED,
+                f"the stream from {name} was interrupted: {error.message}",
+                provider=name,
+                retry_after=error.retry_after,
+            )
         self._metrics.observe_call(name, time.perf_counter() - started)
         self._metrics.count_error(name, error.kind.metric_label or "")
         if error.kind.verdict is Verdict.FAILURE:
@@ -302,52 +461,59 @@ class LLMGateway:
             )
         elif error.kind.verdict is Verdict.HEALTHY:
             breaker.record_success(permit)
+            log.warning("%s answered without a usable completion: %s", name, error.message)
         else:
             breaker.release(permit)
             log.warning("%s refused the call: %s", name, error.message)
         return error
 
-    def _classify(self, route: Route, exc: BaseException, timeout: float) -> APIError | None:
+    def _classify(
+        self, route: Route, exc: BaseException, timeout: float, streamed: bool
+    ) -> APIError | None:
         name = route.provider
-        if isinstance(exc, TimeoutError | httpx.TimeoutException):
-            return APIError(
-                e.TIMEOUT,
-                f"{name} did not answer within {timeout:g}s (LLM_TIMEOUT_SECONDS)",
-                provider=name,
-            )
+        if isinstance(exc, TimeoutError):
+            if streamed:
+                detail = f"no event for {timeout:g}s (LLM_STREAM_IDLE_TIMEOUT_SECONDS)"
+            else:
+                detail = f"did not answer within {timeout:g}s (LLM_TIMEOUT_SECONDS)"
+            return APIError(e.TIMEOUT, f"{name} {detail}", provider=name)
         if isinstance(exc, ProviderHTTPError):
             status = exc.status_code
+            upstream = {"upstream_status": status}
             if status == 429:
                 return APIError(
                     e.PROVIDER_RATE_LIMITED,
                     f"{name} is rate limiting the gateway's account: {exc.message}",
                     provider=name,
                     retry_after=exc.retry_after,
-                    extra={"upstream_status": status},
+                    extra=upstream,
                 )
-            if status in (401, 403):
+            if exc.auth:
                 return APIError(
                     e.PROVIDER_AUTH_ERROR,
                     f"{name} refused the gateway's credentials (HTTP {status}): operators, "
                     f"check {name.upper()}_API_KEY and the provider account. Provider said: "
                     f"{exc.message}",
                     provider=name,
-                    extra={"upstream_status": status},
+                    extra=upstream,
                 )
             if 400 <= status < 500 and status not in (408, 409):
                 return APIError(
                     e.CLIENT_ERROR,
                     f"{name} rejected the request: {exc.message}",
                     provider=name,
-                    extra={"upstream_status": status},
+                    extra=upstream,
                 )
             return APIError(
                 e.PROVIDER_ERROR,
                 f"{name} failed: HTTP {status}: {exc.message}",
                 provider=name,
-                extra={"upstream_status": status},
+                retry_after=exc.retry_after,
+                extra=upstream,
             )
-        if isinstance(exc, httpx.HTTPError | ProviderResponseError | OSError):
+        if isinstance(exc, ModelFailure):
+            return APIError(e.MODEL_ERROR, str(exc), provider=name)
+        if isinstance(exc, ProviderConnectionError | ProviderResponseError | OSError):
             detail = str(exc) or type(exc).__name__
             return APIError(e.PROVIDER_ERROR, f"{name} call failed: {detail}", provider=name)
         return None
@@ -466,11 +632,10 @@ class LLMGateway:
             cost = ticket.cost if sent else Decimal(0)
             self._admitter.settle(ticket, 0, 0, cost, sent=sent)
 
-    async def _settle_answer(self, ticket: Ticket | None, answer: Answer) -> None:
-        priced = self._prices.lookup(answer.route.provider, answer.route.model)
-        usage = answer.usage
+    async def _settle_usage(self, ticket: Ticket | None, route: Route, usage: Usage) -> None:
+        priced = self._prices.lookup(route.provider, route.model)
         cost = priced.price.cost(usage.prompt_tokens, usage.completion_tokens)
-        self._metrics.count_cost(answer.route.provider, priced.label, float(cost))
+        self._metrics.count_cost(route.provider, priced.label, float(cost))
         if ticket is not None and self._admitter is not None:
             await self._admitter.settle_now(
                 ticket, usage.prompt_tokens, usage.completion_tokens, cost, sent=True

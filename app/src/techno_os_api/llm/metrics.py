@@ -109,6 +109,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.time_to_first_token = Histogram(
+            "llm_time_to_first_token_seconds",
+            "Streams: from sending the request to the provider's first content event "
+            "(keep-alives and pings are not content).",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.tokens = Counter(
             "llm_tokens_total",
             "Tokens reported by the providers, by type (prompt or completion).",
@@ -152,11 +160,13 @@ class Metrics:
             self.refused.labels(reason=reason)
         # Label children cached per provider: `labels()` is a lock and a dict walk per call.
         self._latency: dict[str, Histogram] = {}
+        self._ttft: dict[str, Histogram] = {}
         self._tokens: dict[str, tuple[Counter, Counter]] = {}
         # Series exist from start-up for every provider that may be called, so rates and
         # alerts see zeros rather than absent series.
         for provider in self.providers:
             self.latency.labels(provider=provider)
+            self.time_to_first_token.labels(provider=provider)
             for token_type in TOKEN_TYPES:
                 self.tokens.labels(provider=provider, type=token_type)
             for error_type in ERROR_TYPES:
@@ -171,6 +181,12 @@ class Metrics:
         child = self._latency.get(provider)
         if child is None:
             child = self._latency[provider] = self.latency.labels(provider=provider)
+        child.observe(seconds)
+
+    def observe_first_token(self, provider: str, seconds: float) -> None:
+        child = self._ttft.get(provider)
+        if child is None:
+            child = self._ttft[provider] = self.time_to_first_token.labels(provider=provider)
         child.observe(seconds)
 
     def count_tokens(self, provider: str, prompt: int, completion: int) -> None:
