@@ -16,6 +16,8 @@ from techno_os_api.auth.keys import BudgetPeriod, ClientKey, Role
 from techno_os_api.core.config import Settings
 from techno_os_api.db.api_keys import KeyRepository, NewKey
 
+REMOTE_PROVIDERS = ("openai", "anthropic", "google", "xai", "deepseek")
+
 # Every variable the app reads; cleared so the developer's environment cannot leak into a test.
 APP_ENV_VARS = frozenset(name.upper() for name in Settings.model_fields)
 
@@ -82,14 +84,18 @@ class AppClient:
     async def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         response = await self.http.get("/metrics")
         assert response.status_code == 200
-        samples = {}
-        for family in text_string_to_metric_families(response.text):
-            for sample in family.samples:
-                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-        return samples
+        return parse_metrics(response.text)
 
     async def metric(self, name: str, **labels: str) -> float | None:
         return (await self.metrics()).get((name, frozenset(labels.items())))
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
 
 
 def chat_body(

@@ -19,7 +19,16 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from app_helpers import APP_ENV_VARS, AppClient, FakeClock, bearer, create_key, run_migrate
+from app_helpers import (
+    APP_ENV_VARS,
+    REMOTE_PROVIDERS,
+    AppClient,
+    FakeClock,
+    bearer,
+    create_key,
+    parse_metrics,
+    run_migrate,
+)
 from pgserver import PostgresServer
 from standin import StandIn
 from techno_os_api.application import create_app
@@ -85,9 +94,7 @@ def make_app(database: PostgresServer, standin: StandIn, clock: FakeClock) -> Ap
         values: dict[str, Any] = {
             **database.settings,
             "db_connect_timeout_seconds": 2,
-            **{f"{p}_base_url": standin.url for p in ("openai", "xai", "deepseek")},
-            "anthropic_base_url": standin.url,
-            "google_base_url": standin.url,
+            **{f"{p}_base_url": standin.url for p in REMOTE_PROVIDERS},
         }
         values.update(overrides)
         settings = Settings(**values)
@@ -120,33 +127,68 @@ async def _admin_key(settings: Settings) -> str:
 class Served:
     url: str  # the /v1 base URL
     key: str  # an admin client key
+    app: Any = None
+
+    @property
+    def root(self) -> str:
+        return self.url.removesuffix("/v1")
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        response = httpx.get(f"{self.root}/metrics", headers=bearer(self.key))
+        assert response.status_code == 200
+        return parse_metrics(response.text)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.metrics().get((name, frozenset(labels.items())))
+
+
+ServeFactory = Callable[..., contextlib.AbstractContextManager[Served]]
 
 
 @pytest.fixture
-def served(database: PostgresServer, standin: StandIn) -> Iterator[Served]:
+def serve_app(database: PostgresServer, standin: StandIn) -> ServeFactory:
+    """`with serve_app(veritta_llm_allowed_providers="openai", ...) as served:` runs the app
+    under a real uvicorn on a free loopback port (remote providers at the stand-in, every
+    provider key set, real clock); `served.url` and `served.key` are for the official SDK."""
+
+    @contextlib.contextmanager
+    def factory(**overrides: Any) -> Iterator[Served]:
+        values: dict[str, Any] = {
+            **database.settings,
+            **{f"{p}_base_url": standin.url for p in REMOTE_PROVIDERS},
+            **{f"{p}_api_key": f"key-{p}" for p in REMOTE_PROVIDERS},
+            "api_access_log": False,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        app = create_app(settings)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        secret = asyncio.run(_admin_key(settings))
+        try:
+            yield Served(f"http://127.0.0.1:{port}/v1", secret, app)
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            sock.close()
+
+    return factory
+
+
+@pytest.fixture
+def served(serve_app: ServeFactory, standin: StandIn) -> Iterator[Served]:
     """The app under a real uvicorn on a free loopback port, and an admin key for it."""
-    settings = Settings(
-        **database.settings,
+    with serve_app(
         veritta_llm_allowed_providers="fake,openai",
         openai_api_key="sk-upstream",
         openai_base_url=standin.url,
-    )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    secret = asyncio.run(_admin_key(settings))
-    try:
-        yield Served(f"http://127.0.0.1:{port}/v1", secret)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    ) as served:
+        yield served
