@@ -26,13 +26,13 @@ stack_health_timeout_seconds = 180
 
 # --- API hosts: releases without downtime (tasks/release.py, techno-os-release) ---------------
 # Each API host's front (Caddy) listens on api_port (loopback, and the private address when the
-# edge is another host) and forwards to the live release, which runs on one of the two slot
-# ports (loopback only); a new release starts on the other slot and takes over when ready.
+# edge is another host) and forwards to the release slots (loopback only); a new release starts
+# on the free slot and takes over when it is ready and the old one is stopped.
 api_container = "techno-os-api"
 api_port = 8000
 api_slot_ports = [8001, 8002]
 api_ready_timeout_seconds = 120  # a new release that is not ready by then is not switched to
-api_drain_seconds = 3  # between the switch and stopping the old release
+api_drain_seconds = 3  # from the new release ready to stopping the old (the front sees it up)
 api_stop_timeout_seconds = 70  # SIGTERM to SIGKILL for the old release (uvicorn drains first)
 keep_releases = 3  # images of the last releases kept on each host (`make rollback`)
 

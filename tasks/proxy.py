@@ -28,8 +28,6 @@ from tasks.common import (
     secret,
     secrets_path,
 )
-from tasks.facts import FileExists
-from tasks.release import UPSTREAM, upstream
 from tasks.services import ConfigFile, checked_config, keep_service
 
 CADDYFILE = "/etc/caddy/Caddyfile"
@@ -126,7 +124,8 @@ def caddy_data() -> dict[str, object]:
         "basic_auth_hash": basic_auth_hash() if topology.has("edge") else "",
         "api_fronts": fronts,
         "front_bind": topology.listen_addresses(serves_other_hosts=edge.name != host.name),
-        "upstream_file": UPSTREAM,
+        # X-Forwarded-For is believed from the edge only: the client it names is the real one.
+        "trusted_proxies": [topology.address_from(edge)],
     }
 
 
@@ -142,14 +141,6 @@ def reverse_proxy() -> None:
             mode="0644",
         )
     apt.packages(name="Install Caddy (Debian)", packages=["caddy"], no_recommends=True)
-    if topology.has("api") and not host.get_fact(FileExists, path=UPSTREAM):
-        # The first release writes the real one; until then the front answers 502.
-        files.put(
-            name=f"Front upstream {UPSTREAM} before the first release",
-            src=StringIO(upstream(host.data.api_slot_ports[0])),
-            dest=UPSTREAM,
-            mode="0644",
-        )
     installed = checked_config(
         "caddy",
         [

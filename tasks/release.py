@@ -8,10 +8,8 @@ release is not the one they describe (stopped, removed by hand). `make rollback`
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from io import StringIO
-from types import ModuleType
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -20,7 +18,7 @@ from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
 from tasks import topology
-from tasks.common import REPO, DataRules, check_data, fail, is_port
+from tasks.common import DataRules, check_data, fail, is_port
 from tasks.environment import PRICES_IN_CONTAINER
 from tasks.facts import ReleaseServing
 from tasks.images import api_image
@@ -28,7 +26,6 @@ from tasks.images import api_image
 TOOL = "/usr/local/bin/techno-os-release"
 TOOL_SOURCE = "files/scripts/techno_os_release.py"
 SETTINGS = "/etc/techno-os/release.json"
-UPSTREAM = "/etc/caddy/techno-os-api-upstream"
 STATE = "/var/lib/techno-os/releases.json"
 
 DATA: DataRules = {
@@ -40,7 +37,7 @@ DATA: DataRules = {
         "two TCP ports",
     ),
     "api_ready_timeout_seconds": (int, lambda v: v > 0, "a positive number of seconds"),
-    "api_drain_seconds": ((int, float), lambda v: v >= 0, "a number of seconds"),
+    "api_drain_seconds": ((int, float), lambda v: v >= 2, "a number of seconds >= 2"),
     "api_stop_timeout_seconds": (int, lambda v: v > 0, "a positive number of seconds"),
     "keep_releases": (int, lambda v: 2 <= v <= 20, "a whole number from 2 to 20"),
 }
@@ -52,25 +49,6 @@ def check() -> None:
         raise fail("group data `api_port` must differ from the `api_slot_ports`")
 
 
-def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("techno_os_release", REPO / TOOL_SOURCE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def trusted_proxies() -> list[str]:
-    """The edge's address as this API host sees it: its X-Forwarded-For is the client's."""
-    return [topology.address_from(topology.the("edge"))]
-
-
-def upstream(slot: int) -> str:
-    """The front's directive for a slot, exactly as techno-os-release writes it."""
-    text: str = _tool().upstream(slot, trusted_proxies())
-    return text
-
-
 def settings() -> dict[str, object]:
     data = host.data
     return {
@@ -79,11 +57,9 @@ def settings() -> dict[str, object]:
         "mounts": [f"{data.backend_dir}/llm-prices.json:{PRICES_IN_CONTAINER}:ro"],
         "slots": data.api_slot_ports,
         "front": f"127.0.0.1:{data.api_port}",
-        "upstream_file": UPSTREAM,
-        "trusted_proxies": trusted_proxies(),
-        "proxy_reload": ["systemctl", "reload", "caddy"],
         "ready_timeout": data.api_ready_timeout_seconds,
         "drain_seconds": data.api_drain_seconds,
+        "drain_file": "/tmp/techno-os.draining",
         "stop_timeout": data.api_stop_timeout_seconds,
         "keep_releases": data.keep_releases,
         "log_max_size": data.container_log_max_size,

@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
 """Techno OS API releases on one host, without dropping a request (blue/green behind the local
-front, Caddy on 127.0.0.1:8000 and the host's private address).
+front: Caddy on api_port, on loopback and the host's private address).
 
     techno-os-release release IMAGE   start IMAGE next to the live container, switch, drain
     techno-os-release rollback        the previous release's image, the same way
     techno-os-release status          the live release and the history, as JSON
     techno-os-release check IMAGE     exit 0 when IMAGE with today's env file is what serves
 
-A release: the new container starts on the free slot port (host network, loopback only) with
-the env file; once its /ready answers 200 the front is switched to it (Caddy reloads gracefully:
-requests in flight finish on the old one), the old container is drained (SIGTERM: uvicorn
-finishes what it serves) and removed, and the new one takes the name `techno-os-api`, so the
-runbook's `docker logs techno-os-api` and `docker restart techno-os-api` keep working. A new
-container that never gets ready is removed and the old one keeps serving: the command exits 1
-with the reason and the container's last log lines. The images of the last `keep_releases`
-releases stay on the host; older ones are removed.
+The front forwards to both slot ports (loopback only), to the first that answers its health
+check, with one fresh connection per request and a retry on another slot when one refuses the
+connection; its config never changes during a release (a Caddy reload would pin its clients'
+open connections to the old config). A release: the new container starts on the free slot with
+the env file; once its /ready answers 200 (and the front has seen it healthy), the old container
+is drained: SIGTERM makes uvicorn close its port, so the front sends every new request to the new
+slot, and finish the requests it still serves (within stop_timeout). The new container then
+takes the name `techno-os-api`, so the runbook's `docker logs techno-os-api` and `docker restart
+techno-os-api` keep working. A new container that never gets ready is removed and the old one
+keeps serving: the command exits 1 with the reason and the container's last log lines. The
+images of the last `keep_releases` releases stay on the host; older ones are removed.
 
 Settings: /etc/techno-os/release.json (written by the deploy, tasks/release.py).
 Standard library only: it runs with the host's python3.
@@ -52,19 +55,6 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and result.returncode != 0:
         raise ReleaseError(f"`{' '.join(argv)}` failed: {(result.stderr or result.stdout).strip()}")
     return result
-
-
-def upstream(slot: int, trusted_proxies: list[str]) -> str:
-    """The front's directive (imported by the Caddyfile): the live slot. Streamed answers go
-    out as they come; X-Forwarded-For is believed from the edge's proxy only."""
-    options = ["flush_interval -1"]
-    if trusted_proxies:
-        options.append("trusted_proxies " + " ".join(trusted_proxies))
-    body = "".join(f"\t{option}\n" for option in options)
-    return (
-        "# Managed by techno-os-release: the live API container's slot.\n"
-        f"reverse_proxy 127.0.0.1:{slot} {{\n{body}}}\n"
-    )
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
@@ -120,28 +110,7 @@ class Releaser:
             or labels.get("techno-os.env") != self.env_digest()
         ):
             return False
-        slot = self.slot_of(live)
-        return self.front_slot() == slot and http_get(f"http://127.0.0.1:{slot}/health")[0] == 200
-
-    # --- the front ---------------------------------------------------------------------------
-    def front_slot(self) -> int | None:
-        path = Path(self.s["upstream_file"])
-        if not path.exists():
-            return None
-        for word in path.read_text().split():
-            if word.startswith("127.0.0.1:"):
-                return int(word.rpartition(":")[2])
-        return None
-
-    def switch_front(self, slot: int) -> None:
-        path = Path(self.s["upstream_file"])
-        previous = path.read_text() if path.exists() else None
-        path.write_text(upstream(slot, self.s.get("trusted_proxies", [])))
-        result = run(*self.s["proxy_reload"], check=False)
-        if result.returncode != 0:
-            if previous is not None:
-                path.write_text(previous)
-            raise ReleaseError(f"the front did not reload: {result.stderr.strip()}")
+        return http_get(f"http://127.0.0.1:{self.slot_of(live)}/health")[0] == 200
 
     # --- releasing -----------------------------------------------------------------------
     def release(self, image: str) -> None:
@@ -153,8 +122,6 @@ class Releaser:
         live_slot = self.slot_of(live) if live and live["State"]["Running"] else None
         slots = [int(p) for p in self.s["slots"]]
         slot = slots[1] if live_slot == slots[0] else slots[0]
-        if live_slot is None and self.front_slot() in slots:
-            slot = next(s for s in slots if s != self.front_slot())
         say(f"starting {image} on slot {slot} (live: {live_slot or 'none'})")
         run("docker", "rm", "-f", self.next_name, check=False)
         self.start(self.next_name, image, slot)
@@ -165,16 +132,12 @@ class Releaser:
             run("docker", "rm", "-f", self.next_name, check=False)
             say("the new container's last log lines:\n" + (logs.stdout + logs.stderr)[-4000:])
             raise
-        self.switch_front(slot)
-        self.wait_front(slot)
+        # The front checks its slots' health every second: let it see the new one up.
+        time.sleep(float(self.s["drain_seconds"]))
         if live is not None:
-            # In-flight requests on the old config finish on the old container; then uvicorn
-            # drains what it still serves on SIGTERM (within stop_timeout).
-            time.sleep(float(self.s["drain_seconds"]))
-            run(
-                "docker", "stop", "--time", str(self.s["stop_timeout"]), self.live_name, check=False
-            )
-            run("docker", "rm", "-f", self.live_name, check=False)
+            self.drain(live)
+        self.wait_front(slot)
+        self.wait_front(slot)
         run("docker", "rename", self.next_name, self.live_name)
         self.remember(image, image_id)
         self.prune()
@@ -187,6 +150,7 @@ class Releaser:
             "--env-file", self.s["env_file"],
             "--env", "API_HOST=127.0.0.1", "--env", f"API_PORT={slot}",
             "--env", f"API_INSTANCE=slot-{slot}",
+            "--env", f"API_DRAIN_FILE={self.s['drain_file']}",
             *[arg for mount in self.s.get("mounts", [])
               if Path(mount.split(":", 1)[0]).exists() for arg in ("--volume", mount)],
             "--label", f"techno-os.slot={slot}", "--label", f"techno-os.env={self.env_digest()}",
@@ -196,6 +160,20 @@ class Releaser:
             "--stop-timeout", str(self.s["stop_timeout"]),
             image,
         )  # fmt: skip
+
+    def drain(self, live: dict[str, Any]) -> None:
+        """Take the old release out of the front's rotation, then stop it: its /health answers
+        503 once the drain file exists, the front sends it nothing new after its next health
+        checks, and SIGTERM lets uvicorn finish what it still serves (within stop_timeout)."""
+        touched = run(
+            "docker", "exec", "--user", "techno", self.live_name,
+            "touch", self.s["drain_file"], check=False,
+        )  # fmt: skip
+        if touched.returncode == 0:
+            time.sleep(float(self.s["drain_seconds"]))
+        grace = str(self.s["stop_timeout"])
+        run("docker", "stop", "--time", grace, self.live_name, check=False)
+        run("docker", "rm", "-f", self.live_name, check=False)
 
     def wait_ready(self, slot: int) -> None:
         deadline = time.monotonic() + float(self.s["ready_timeout"])
@@ -279,7 +257,6 @@ class Releaser:
                 "slot": self.slot_of(live),
                 "running": live["State"]["Running"],
             },
-            "front_slot": self.front_slot(),
             "history": self.state()["history"],
         }
 

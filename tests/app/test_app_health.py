@@ -122,3 +122,17 @@ async def test_health_is_documented_in_openapi(make_app):
         schema["paths"]
     )
     assert schema["info"]["version"] == __version__
+
+
+async def test_health_says_draining_with_503_while_the_drain_file_exists(make_app, tmp_path):
+    drain = tmp_path / "draining"
+    async with make_app(api_drain_file=str(drain)) as client:
+        assert (await client.http.get("/health")).status_code == 200
+        drain.touch()
+        draining = await client.http.get("/health")
+        assert draining.status_code == 503
+        assert draining.json() == {"status": "draining"}
+        # Only liveness says so: the release still serves its calls while it drains.
+        assert (await client.http.get("/version")).status_code == 200
+        drain.unlink()
+        assert (await client.http.get("/health")).json() == {"status": "ok"}

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "db_port": 5432,
     "node_exporter_port": 9100,
     "api_slot_ports": [8001, 8002],
+    "keep_releases": 3,
     "backend_dir": "/opt/techno-os/app/backend",
     "scripts_dir": "/opt/techno-os/scripts",
     "backup_dir": "/opt/techno-os/backups/observability",

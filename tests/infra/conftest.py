@@ -48,6 +48,7 @@ SECTIONS = {
     "test_alerting.py": "Alertas (Prometheus, Alertmanager)",
     "test_tls_proxy.py": "Produção: proxy HTTPS (api., prometheus.)",
     "test_breakage.py": "Os checks falham quando algo quebra [drill]",
+    "test_releases.py": "Releases, rollback e rotação de senha sem queda [drill]",
     "test_standin.py": "Stand-in do provider (self-test, local)",
 }
 
@@ -69,6 +70,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "role(*roles): the roles (edge, db, api, backup, any) a test's target holds"
     )
+    config.addinivalue_line(
+        "markers", "multi_api: needs two API hosts (deselected, not skipped, on one host)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A check of several API hosts does not apply to an inventory with one: deselected."""
+    if not any(item.get_closest_marker("multi_api") for item in items):
+        return
+    if sum(1 for h in _hosts() if "api" in h.groups) >= 2:
+        return
+    kept = [item for item in items if not item.get_closest_marker("multi_api")]
+    config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+    items[:] = kept
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -8,6 +8,7 @@ transport
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,15 +36,22 @@ from techno_os_api.llm.transport import Redactor, Transport
 
 log = logging.getLogger("techno_os_api")
 
+
+def _health_start(status: int, body: bytes) -> dict[str, object]:
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+
+
 _HEALTH_BODY = b'{"status":"ok"}'
-_HEALTH_START = {
-    "type": "http.response.start",
-    "status": 200,
-    "headers": [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(_HEALTH_BODY)).encode()),
-    ],
-}
+_HEALTH_START = _health_start(200, _HEALTH_BODY)
+_DRAINING_BODY = b'{"status":"draining"}'
+_DRAINING_START = _health_start(503, _DRAINING_BODY)
 
 
 class TechnoOSAPI(FastAPI):
@@ -52,7 +60,13 @@ class TechnoOSAPI(FastAPI):
     Liveness must cost nothing and depend on nothing: Docker's HEALTHCHECK and the runbook poll
     it, and under load it should not queue behind the framework. The route is still declared in
     the router (for the OpenAPI schema) and gives the same body.
+
+    A release being replaced is drained first: once API_DRAIN_FILE exists (techno-os-release
+    creates it), /health answers 503 `draining`, so the host's front stops sending it new
+    requests while it still serves the ones it has; then it is stopped.
     """
+
+    drain_file: str = ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -60,9 +74,11 @@ class TechnoOSAPI(FastAPI):
             and scope["path"] == "/health"
             and scope["method"] in ("GET", "HEAD")
         ):
-            await send(_HEALTH_START)
+            draining = bool(self.drain_file) and os.path.exists(self.drain_file)
+            body = _DRAINING_BODY if draining else _HEALTH_BODY
+            await send(_DRAINING_START if draining else _HEALTH_START)
             if scope["method"] == "GET":
-                await send({"type": "http.response.body", "body": _HEALTH_BODY})
+                await send({"type": "http.response.body", "body": body})
             else:
                 await send({"type": "http.response.body", "body": b""})
             return
@@ -154,6 +170,7 @@ def create_app(
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
+    app.drain_file = settings.api_drain_file
     app.state.services = services
     errors.install(app)
     app.add_middleware(

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # Which of the host's release slots this process is (set by techno-os-release): /version
     # says it, so a release can tell when the front has switched.
     api_instance: str = ""
+    # While this file exists, /health answers 503 (a release being replaced is drained).
+    api_drain_file: str = "/tmp/techno-os.draining"
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # Peers whose X-Forwarded-For is believed (uvicorn --forwarded-allow-ips): the proxy only.
     api_forwarded_allow_ips: str = "127.0.0.1"
