@@ -142,7 +142,8 @@ def test_a_release_that_never_gets_ready_is_not_switched_to(
         failed = deploy("--data", "llm_timeout_seconds=28", "--data", "api_ready_timeout_seconds=1")
         time.sleep(SETTLE_SECONDS)
     assert failed.returncode != 0, "the deploy reported success for a release that never got ready"
-    assert "was not ready" in output(failed) and "keeps serving" in output(failed), output(failed)
+    said = failed.stdout + failed.stderr
+    assert "was not ready" in said and "keeps serving" in said, output(failed)
     first = apis[0]
     assert live(first)["id"] == before[first.name], "the release was switched to anyway"
     assert live(first)["env"]["LLM_TIMEOUT_SECONDS"] == "30"
