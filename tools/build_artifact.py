@@ -22,6 +22,8 @@ rebuilt (it is small and reflects the working tree). Needs only Python 3.11+ wit
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,6 +276,15 @@ def image_context(kind: str, out: Path, wheel: Path, arch: str) -> Path:
     return context
 
 
+@contextlib.contextmanager
+def tag_lock() -> Iterator[None]:
+    """Hold the image tags of this machine's Docker engine from build to save: checkouts built
+    side by side share the tags (techno-os/api:<version>), and `docker save` reads by tag."""
+    with open("/tmp/techno-os-image-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build_images(out: Path, wheel: Path, version: str, base_image: str) -> dict[str, object]:
     """Build, tag and save the release's images; an unchanged image is not saved again."""
     arch = platform.machine()
@@ -289,26 +301,29 @@ def build_images(out: Path, wheel: Path, version: str, base_image: str) -> dict[
         ("api", f"techno-os/api:{version}"),
         ("postgres", f"techno-os/postgres:15-{version}"),
     ):
-        context = image_context(kind, out, wheel, arch)
-        print(f"+ docker build {tag}", flush=True)
-        docker(
-            "build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}",
-            "--build-arg", f"APP_VERSION={version}", "--tag", tag, str(context),
-        )  # fmt: skip
-        image_id = docker("image", "inspect", "--format", "{{.Id}}", tag)
-        name = f"{kind}-{version}-{arch}.tar.zst"
-        saved = directory / name
-        stamp = directory / f"{name}.id"
-        if not (saved.exists() and stamp.exists() and stamp.read_text().strip() == image_id):
-            for old in directory.glob(f"{kind}-*.tar.zst*"):
-                old.unlink()
-            print(f"+ docker save {tag} | zstd > images/{name}", flush=True)
-            with saved.open("wb") as target:
-                save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
-                zstd = subprocess.run(["zstd", "-q", "-T0", "-6"], stdin=save.stdout, stdout=target)
-                if save.wait() != 0 or zstd.returncode != 0:
-                    raise BuildError(f"saving {tag} failed")
-            stamp.write_text(image_id + "\n")
+        with tag_lock():
+            context = image_context(kind, out, wheel, arch)
+            print(f"+ docker build {tag}", flush=True)
+            docker(
+                "build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}",
+                "--build-arg", f"APP_VERSION={version}", "--tag", tag, str(context),
+            )  # fmt: skip
+            image_id = docker("image", "inspect", "--format", "{{.Id}}", tag)
+            name = f"{kind}-{version}-{arch}.tar.zst"
+            saved = directory / name
+            stamp = directory / f"{name}.id"
+            if not (saved.exists() and stamp.exists() and stamp.read_text().strip() == image_id):
+                for old in directory.glob(f"{kind}-*.tar.zst*"):
+                    old.unlink()
+                print(f"+ docker save {tag} | zstd > images/{name}", flush=True)
+                with saved.open("wb") as target:
+                    save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
+                    zstd = subprocess.run(
+                        ["zstd", "-q", "-T0", "-6"], stdin=save.stdout, stdout=target
+                    )
+                    if save.wait() != 0 or zstd.returncode != 0:
+                        raise BuildError(f"saving {tag} failed")
+                stamp.write_text(image_id + "\n")
         images[kind] = {"tag": tag, "id": image_id, "file": f"images/{name}", "arch": arch}
         if kind == "api":
             shutil.rmtree(context, ignore_errors=True)
