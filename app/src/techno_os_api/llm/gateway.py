@@ -30,7 +30,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from techno_os_api.auth.admission import Admitter, Ticket
 from techno_os_api.auth.keys import ClientKey, model_allowed
@@ -106,6 +106,50 @@ class _Call:
     sent: list[Route] = field(default_factory=list)
 
 
+class _IdleTimer:
+    """LLM_STREAM_IDLE_TIMEOUT_SECONDS for a whole stream with one timer: each wait moves its
+    deadline (a float, not a new timer per event), and the timer cancels the waiting task
+    only once the deadline has really passed, the way `asyncio.timeout` does."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._deadline = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+        self._waiting: asyncio.Task[Any] | None = None
+        self.expired = False
+
+    def start(self) -> None:
+        self._deadline = self._loop.time() + self._seconds
+        self._waiting = asyncio.current_task()
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._deadline, self._check)
+
+    def stop(self) -> None:
+        self._waiting = None
+
+    def close(self) -> None:
+        self._waiting = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def timed_out(self) -> bool:
+        """After a CancelledError while waiting: whether it was this timer's (and only it)."""
+        task = asyncio.current_task()
+        return self.expired and task is not None and task.uncancel() == 0
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._waiting is None:
+            return  # re-armed by the next wait
+        if self._loop.time() >= self._deadline:
+            self.expired = True
+            self._waiting.cancel()
+        else:
+            self._handle = self._loop.call_at(self._deadline, self._check)
+
+
 class ChatStream:
     """A stream whose first content event has arrived. `next()` gives the events in order,
     then None; a failure raises `APIError(stream_interrupted)`, already counted. `aclose()`
@@ -132,6 +176,7 @@ class ChatStream:
         self._permit = permit
         self._started = started
         self._ended = False
+        self._idle = _IdleTimer(gateway.idle_timeout_seconds)
 
     async def next(self) -> Delta | None:
         if self._ended:
@@ -139,29 +184,43 @@ class ChatStream:
         if self._first is not None:
             delta, self._first = self._first, None
             return delta
+        idle = self._idle
+        idle.start()
         try:
-            async with asyncio.timeout(self._gateway.idle_timeout_seconds):
-                delta = await anext(self._events)
+            delta = await anext(self._events)
         except StopAsyncIteration:
-            self._ended = True
+            self._end()
             await self._gateway._stream_ended(self._call, self.route, self._permit,
                                               self._started, self.usage)  # fmt: skip
             return None
-        except Exception as exc:
-            self._ended = True
-            error = self._gateway._stream_failed(self._call, self.route, self._permit,
-                                                 self._started, exc)  # fmt: skip
-            if error is None:
+        except asyncio.CancelledError:
+            if not idle.timed_out():
                 raise
-            raise error from None
+            self._fail(TimeoutError())
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            idle.stop()
         if delta.usage is not None:
             self.usage = delta.usage
         return delta
 
+    def _end(self) -> None:
+        self._ended = True
+        self._idle.close()
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        self._end()
+        error = self._gateway._stream_failed(self._call, self.route, self._permit,
+                                             self._started, exc)  # fmt: skip
+        if error is None:
+            raise exc
+        raise error from None
+
     async def aclose(self) -> None:
         if self._ended:
             return
-        self._ended = True
+        self._end()
         try:
             await self._events.aclose()  # closes the provider's connection
         finally:

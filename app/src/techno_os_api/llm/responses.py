@@ -67,10 +67,19 @@ class ChunkEncoder:
         self._tail = b',"logprobs":null,"finish_reason":%s}]' + (
             b',"usage":null}\n\n' if include_usage else b"}\n\n"
         )
+        self._null = b"}" + self._tail % b"null"
         self._started = False
 
     def delta(self, delta: Delta) -> bytes:
         """The chunk of one neutral event (content, refusal, tool call pieces, finish)."""
+        if (
+            self._started
+            and delta.content is not None
+            and delta.refusal is None
+            and not delta.tool_calls
+            and delta.finish_reason is None
+        ):  # most chunks: text only, without a dict to build
+            return self._choice + b'{"content":' + _dumps(delta.content).encode() + self._null
         out: dict[str, Any] = {}
         if not self._started:
             out["role"] = "assistant"

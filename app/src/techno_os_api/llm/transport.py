@@ -298,6 +298,19 @@ class Transport:
             await self._session.close()
             self._session = None
 
+    async def _send(
+        self, provider: str, url: str, payload: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> aiohttp.ClientResponse:
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            return await self._client().post(url, data=data, headers=headers)
+        except aiohttp.ClientConnectionError as exc:
+            if isinstance(exc, aiohttp.ServerTimeoutError):
+                raise TimeoutError(str(exc)) from None
+            raise ProviderConnectionError(provider, str(exc) or type(exc).__name__) from None
+        except aiohttp.ClientError as exc:
+            raise ProviderConnectionError(provider, str(exc) or type(exc).__name__) from None
+
     async def open(
         self,
         provider: str,
@@ -305,20 +318,15 @@ class Transport:
         payload: Mapping[str, Any],
         headers: Mapping[str, str],
     ) -> Upstream:
-        """Send the request; the response once its headers are in. The caller must `close()`
-        it (see `exchange`)."""
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        try:
-            response = await self._client().post(
-                url, data=data, headers={**_JSON_HEADERS, **headers}
-            )
-        except aiohttp.ClientConnectionError as exc:
-            if isinstance(exc, aiohttp.ServerTimeoutError):
-                raise TimeoutError(str(exc)) from None
-            raise ProviderConnectionError(provider, str(exc) or type(exc).__name__) from None
-        except aiohttp.ClientError as exc:
-            raise ProviderConnectionError(provider, str(exc) or type(exc).__name__) from None
-        return Upstream(provider, response, self._limit)
+        """Send the request (`headers` are all of them: see `headers()`); the response once
+        its headers are in. The caller must `finish()` it."""
+        return Upstream(provider, await self._send(provider, url, payload, headers), self._limit)
+
+    @staticmethod
+    def headers(own: Mapping[str, str]) -> dict[str, str]:
+        """A provider's request headers: its own (authentication, version) and the JSON ones.
+        Built once per adapter, not per call."""
+        return {**_JSON_HEADERS, **own}
 
     @staticmethod
     def finish(upstream: Upstream, *, complete: bool) -> None:
@@ -334,15 +342,31 @@ class Transport:
     ) -> dict[str, Any]:
         """POST `payload`; the decoded JSON object of a 2xx answer, else `ProviderHTTPError`
         (or `ProviderResponseError` for an unusable body)."""
-        upstream = await self.open(provider, url, payload, headers)
+        response = await self._send(provider, url, payload, headers)
         complete = False
         try:
-            if upstream.status >= 400:
-                raise await self.http_error(upstream)
-            body = await upstream.json()
+            if response.status >= 400:
+                raise await self.http_error(Upstream(provider, response, self._limit))
+            length = response.content_length
+            encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+            if not encoded and length is not None and length <= self._limit:
+                # Whole and small enough: read at once (the common answer, no inflating).
+                try:
+                    raw = await response.read()
+                except aiohttp.ClientError as exc:
+                    raise ProviderConnectionError(provider, f"the answer was cut: {exc}") from None
+            else:
+                raw = await Upstream(provider, response, self._limit).read()
             complete = True
         finally:
-            self.finish(upstream, complete=complete)
+            if complete:
+                response.release()
+            else:
+                response.close()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ProviderResponseError(provider, "the answer is not JSON") from None
         if not isinstance(body, dict):
             raise ProviderResponseError(provider, "the answer is not a JSON object")
         return body

@@ -268,7 +268,7 @@ class AnthropicProvider(HTTPProvider):
             out["disable_parallel_tool_use"] = True
         return out
 
-    def _headers(self) -> dict[str, str]:
+    def _auth_headers(self) -> dict[str, str]:
         return {"x-api-key": self._key(), "anthropic-version": self._version}
 
     # --- a whole answer ------------------------------------------------------------------------

@@ -184,6 +184,7 @@ class HTTPProvider:
         self._api_key = api_key
         # One stream event at most this large (and never more than the whole answer may be).
         self._max_event_bytes = min(transport.max_response_bytes, 4 * 1024 * 1024)
+        self._all_headers: dict[str, str] | None = None
 
     def __repr__(self) -> str:  # never the key
         return f"{type(self).__name__}(name={self.name!r}, base_url={self._base_url!r})"
@@ -191,6 +192,15 @@ class HTTPProvider:
     @property
     def has_key(self) -> bool:
         return bool(self._api_key)
+
+    def _auth_headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _headers(self) -> dict[str, str]:
+        """Every header of a request, built once."""
+        if self._all_headers is None:
+            self._all_headers = Transport.headers(self._auth_headers())
+        return self._all_headers
 
     def _key(self) -> str:
         if not self._api_key:  # the gateway checks first; this is the last line of defence

@@ -238,7 +238,7 @@ class GoogleProvider(HTTPProvider):
             )
         return {"inlineData": {"mimeType": inline.media_type, "data": inline.data}}
 
-    def _headers(self) -> dict[str, str]:
+    def _auth_headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self._key()}
 
     def _url(self, call: GeminiCall, method: str) -> str:

@@ -171,7 +171,7 @@ class OpenAICompatibleProvider(HTTPProvider):
                 out["content"] = message.refusal  # an earlier refusal, as what was said
         return out
 
-    def _headers(self) -> dict[str, str]:
+    def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key()}"}
 
     # --- a whole answer ----------------------------------------------------------------------
