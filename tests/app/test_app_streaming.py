@@ -230,6 +230,29 @@ async def test_keepalives_neither_count_as_the_first_token_nor_reset_its_timeout
             assert await failures(client, provider) == 1
 
 
+@pytest.mark.parametrize("provider", ["deepseek", "anthropic", "google"])
+async def test_hidden_reasoning_keeps_a_stream_alive_but_is_not_shown(make_app, standin, provider):
+    # Reasoning for longer than both timeouts taken whole, 0.08 s between frames.
+    standin.behave(
+        thinking=tuple(f"step {i} " for i in range(6)),
+        text=("the ", "answer"),
+        chunk_delay=0.08,
+        dialect="deepseek" if provider == "deepseek" else "openai",
+    )
+    async with make_app(
+        veritta_llm_allowed_providers=ALL,
+        **KEYS,
+        llm_timeout_seconds=0.3,
+        llm_stream_idle_timeout_seconds=0.3,
+    ) as client:
+        response = await stream(client, model=model_of(provider))
+        assert response.status_code == 200, response.text
+        chunks = events(response.text)
+        assert chunks[-1] == "[DONE]", chunks[-2:]
+        assert content_of(chunks) == "the answer"
+        assert "step" not in response.text
+
+
 async def test_time_to_first_token_is_measured_past_the_keepalives(make_app, standin):
     standin.behave(first_chunk_delay=0.3, keepalive_interval=0.05)
     async with make_app(veritta_llm_allowed_providers=ALL, **KEYS) as client:

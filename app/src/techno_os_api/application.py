@@ -169,6 +169,9 @@ def create_app(
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
+        # The service reports through its own Prometheus metrics. FastAPI's OpenTelemetry
+        # hooks would otherwise look up the global OTel providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.drain_file = settings.api_drain_file
     app.state.services = services

@@ -50,10 +50,15 @@ class ToolCallFragment:
 @dataclass(frozen=True, slots=True)
 class Delta:
     """One event of a stream. Content (text, refusal text, tool call pieces) comes first; the
-    last event has the finish reason and, when the provider sent it, the usage."""
+    last event has the finish reason and, when the provider sent it, the usage. An event with
+    nothing set is the model's hidden reasoning (thinking, `reasoning_content`): tokens that
+    keep the stream's timers alive but that the client is not shown."""
 
     content: str | None = None
     refusal: str | None = None
     tool_calls: tuple[ToolCallFragment, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
+
+
+THINKING: Final = Delta()

@@ -32,6 +32,7 @@ from techno_os_api.llm.completion import (
     CONTENT_FILTER,
     LENGTH,
     STOP,
+    THINKING,
     TOOL_CALLS,
     Completion,
     Delta,
@@ -355,6 +356,8 @@ class AnthropicProvider(HTTPProvider):
                         index = tool_index.get(data.get("index", -1))
                         if piece and index is not None:
                             yield Delta(tool_calls=(ToolCallFragment(index, piece),))
+                    elif delta.get("type") in ("thinking_delta", "signature_delta"):
+                        yield THINKING
                 elif kind == "content_block_start":
                     block = as_object(name, data.get("content_block"), "content_block")
                     if block.get("type") == "tool_use":

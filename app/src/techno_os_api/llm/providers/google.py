@@ -36,6 +36,7 @@ from techno_os_api.llm.completion import (
     CONTENT_FILTER,
     LENGTH,
     STOP,
+    THINKING,
     TOOL_CALLS,
     Completion,
     Delta,
@@ -302,6 +303,14 @@ class GoogleProvider(HTTPProvider):
                 texts.append(text_or_none(name, part["text"], "text") or "")
         return texts, calls
 
+    @staticmethod
+    def _thinks(candidate: dict[str, Any]) -> bool:
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        return isinstance(parts, list) and any(
+            isinstance(p, dict) and p.get("thought") for p in parts
+        )
+
     def _finish(self, native: Any, usable: bool, calls: bool) -> str:
         if not isinstance(native, str) or native not in FINISH_REASONS:
             return unknown_finish(self.name, native)
@@ -367,6 +376,8 @@ class GoogleProvider(HTTPProvider):
                 usable += len(text) + len(found)
                 if text or fragments:
                     yield Delta(content=text or None, tool_calls=fragments)
+                elif self._thinks(candidate):
+                    yield THINKING
                 if candidate.get("finishReason") is not None:
                     native = candidate["finishReason"]
             if native is None:

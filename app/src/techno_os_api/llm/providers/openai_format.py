@@ -26,6 +26,7 @@ from techno_os_api.llm.completion import (
     CONTENT_FILTER,
     LENGTH,
     STOP,
+    THINKING,
     TOOL_CALLS,
     Completion,
     Delta,
@@ -290,7 +291,8 @@ class OpenAICompatibleProvider(HTTPProvider):
         native = choice.get("finish_reason")
         finish = self._finish(native) if native is not None else None
         if not (content or refusal or fragments or finish or usage):
-            return None  # the role chunk, an empty delta: not a token
+            # xAI/DeepSeek reasoning: alive, not shown; the role chunk, an empty delta: nothing
+            return THINKING if delta.get("reasoning_content") else None
         return Delta(content, refusal, tuple(fragments), finish, usage)
 
     def _stream_error(self, chunk: dict[str, Any]) -> ProviderHTTPError:
