@@ -20,6 +20,7 @@ from tasks.proxy import reverse_proxy
 from tasks.release import api_release, release_tool
 from tasks.sandbox_key import sandbox_key
 from tasks.standin import llm_standin
+from tasks.topology import every_host_reaches
 from tasks.validate import validate_inputs
 
 validate_inputs()
@@ -31,10 +32,12 @@ images = load_images()
 env = environment_file()
 backup_and_cron()
 database(stack_inputs=images["db"])
+every_host_reaches("the database is up, configured, with the current password")
 llm_standin()
 tool = release_tool()
 reverse_proxy()
 api_release(inputs=[*images["api"], *env, *tool])
+every_host_reaches("the API is released")
 standalone_prometheus()
 alertmanager()
 sandbox_key()

@@ -102,16 +102,23 @@ class FileExists(FactBase[bool]):
 
 class ClientKeyStatus(FactBase[str]):
     """`active`, `revoked` or `expired` for a client key id (the operators' tool in the API
-    container), or `absent` (no such key, or no API yet)."""
+    container); `absent` when there is no such key or no API container yet; `unknown` when the
+    tool could not tell (the database refused it, e.g. in the middle of a password rotation)."""
 
     def command(self, container: str, key_id: str) -> str:
+        name = shlex.quote(container)
         return (
-            f"docker exec {shlex.quote(container)} python -m techno_os_api.keys show "
-            f"{shlex.quote(key_id)} 2>/dev/null | jq -r .status 2>/dev/null || echo absent"
+            f"docker inspect --type container {name} >/dev/null 2>&1 "
+            "|| { echo absent; exit 0; }; "
+            f"out=$(docker exec {name} python -m techno_os_api.keys show {shlex.quote(key_id)} "
+            "2>/dev/null); rc=$?; "
+            # The tool exits 2 for a key it does not know, 1 when the database failed it.
+            'case $rc in 0) printf %s "$out" | jq -r .status;; 2) echo absent;; '
+            "*) echo unknown;; esac"
         )
 
     def process(self, output: list[str]) -> str:
-        return "".join(output).strip() or "absent"
+        return "".join(output).strip() or "unknown"
 
 
 class TcpReachable(FactBase[bool]):

@@ -20,7 +20,18 @@ KEY_ENV = "SANDBOX_API_KEY"
 KEY_ID_ENV = "SANDBOX_API_KEY_ID"
 
 
-def _create(container: str) -> None:
+def _create(container: str, key_id: str) -> None:
+    if key_id:
+        # Asked again now: at planning time the database may have refused the tool (a password
+        # being rotated by this very deploy), and the key may well be there.
+        ok, now = host.run_shell_command(
+            command=ClientKeyStatus().command(container, key_id), print_output=False
+        )
+        status = ClientKeyStatus().process(now.stdout_lines) if ok else "unknown"
+        if status == "active":
+            return
+        if status == "unknown":
+            raise DeployError(f"{host.name}: cannot tell whether the sandbox key exists")
     command = (
         f"docker exec {shlex.quote(container)} python -m techno_os_api.keys create "
         "--user sandbox-drills --name 'sandbox drills (made by the deploy)' --admin"
@@ -49,4 +60,5 @@ def sandbox_key() -> None:
             name="Create the drills' admin key (secrets file: SANDBOX_API_KEY)",
             function=_create,
             container=host.data.api_container,
+            key_id=key_id,
         )

@@ -41,7 +41,11 @@ def tool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def output(run: subprocess.CompletedProcess[str]) -> str:
-    return (run.stdout + run.stderr)[-4000:]
+    """What went wrong in a deploy's output: its error lines (pyinfra's results table hides
+    them far above the end), then the end."""
+    text = run.stdout + run.stderr
+    errors = [line for line in text.splitlines() if "rror" in line and "Grand total" not in line]
+    return "\n".join(errors[-40:]) + "\n...\n" + text[-1500:]
 
 
 def live(api: Target) -> dict[str, Any]:
