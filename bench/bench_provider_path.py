@@ -71,9 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per connection count (3)")
     parser.add_argument("--connections", default="1,16,64", help="comma-separated (1,16,64)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pin the API to CPU 0, the rest to CPU 1 (default); --no-pin on a machine shared "
+        "with other work, where a pinned process waits for its CPU",
+    )
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.connections.split(",")]
-    server_cpu, wrk_cpu = pinning()
+    server_cpu, wrk_cpu = pinning() if args.pin else ([], [])
     results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)

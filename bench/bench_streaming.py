@@ -12,7 +12,11 @@ at the stand-in. The API is pinned to CPU 0, the stand-in and this client to CPU
 
   first token  --ttft-streams sequential streams (20 chunks), alternately straight from the
                stand-in and through the gateway: from sending the request to the first content
-               bytes. Reported: p50 and p90 of each, and the p50 the gateway adds (goal < 2 ms).
+               bytes. Reported: p50 and p90 of each, and the p50 the gateway adds (goal < 2 ms);
+               and the gateway's own share: the mean through it less the mean it waited for
+               the stand-in (its llm_time_to_first_token_seconds), which leaves out the
+               stand-in's time and the second process hop (a shared machine's scheduling
+               delays land on every hop).
   per chunk    --chunk-streams sequential streams of 1,000 and of 10 chunks through the
                gateway: its CPU per stream (from /proc/<pid>/stat) for each, the difference over
                990 chunks is its CPU per chunk; and the wall time per chunk, gateway minus
@@ -86,6 +90,19 @@ async def first_token(http: aiohttp.ClientSession, url: str, model: str) -> tupl
     return ttft, chunks
 
 
+async def upstream_ttft(http: aiohttp.ClientSession, api: str) -> tuple[float, float]:
+    """(sum, count) of the API's llm_time_to_first_token_seconds for openai."""
+    async with http.get(api + "/metrics") as response:
+        text = await response.text()
+    found = {}
+    for name in ("sum", "count"):
+        match = re.search(
+            rf'^llm_time_to_first_token_seconds_{name}{{provider="openai"}} (\S+)$', text, re.M
+        )
+        found[name] = float(match.group(1)) if match else 0.0
+    return found["sum"], found["count"]
+
+
 async def stream_once(http: aiohttp.ClientSession, url: str, model: str, abandon: bool) -> None:
     async with http.post(url, json=body(model)) as response:
         assert response.status == 200
@@ -103,6 +120,7 @@ async def run(args: argparse.Namespace, api: str, direct: str, pid: int) -> dict
             await first_token(http, gateway_url, "openai/chunks-20")
             await first_token(http, direct_url, "chunks-20")
 
+        upstream_before = await upstream_ttft(http, api)
         through, straight = [], []
         for _ in range(args.ttft_streams):
             straight.append((await first_token(http, direct_url, "chunks-20"))[0])
@@ -118,6 +136,14 @@ async def run(args: argparse.Namespace, api: str, direct: str, pid: int) -> dict
             "gateway_p90_ms": q(through, 90),
         }
         ttft["added_p50_ms"] = ttft["gateway_p50_ms"] - ttft["direct_p50_ms"]
+        # The gateway's own share, without the stand-in's: the client's mean time to first
+        # token through the gateway less the mean the gateway itself waited for the stand-in's
+        # first event (llm_time_to_first_token_seconds over the same streams).
+        upstream_after = await upstream_ttft(http, api)
+        waited = (upstream_after[0] - upstream_before[0]) / (upstream_after[1] - upstream_before[1])
+        ttft["gateway_mean_ms"] = statistics.fmean(through) * 1000
+        ttft["upstream_mean_ms_seen_by_gateway"] = waited * 1000
+        ttft["gateway_share_mean_ms"] = ttft["gateway_mean_ms"] - waited * 1000
 
         per_stream: dict[int, dict[str, float]] = {}
         for count in (10, 1000):
@@ -179,14 +205,105 @@ async def run(args: argparse.Namespace, api: str, direct: str, pid: int) -> dict
     return {"first_token": ttft, "per_chunk": chunk, "memory": memory}
 
 
+def in_process(standin_url: str, streams: int) -> dict[str, float]:
+    """The gateway's own time to first token, without a server or a second process hop: the
+    app driven through ASGI in this process (uvloop), each stream from the call to its first
+    body chunk, less the time the gateway itself waited for the stand-in's first event."""
+    os.environ.update(
+        {
+            "VERITTA_LLM_ALLOWED_PROVIDERS": "fake,openai",
+            "OPENAI_API_KEY": "sk-bench",
+            "OPENAI_BASE_URL": standin_url,
+            "DB_HOST": "127.0.0.1",
+            "DB_PORT": str(free_port()),
+            "LOG_LEVEL": "error",
+            "KEY_DEFAULT_MAX_PARALLEL": "10000",
+        }
+    )
+    sys.path.insert(0, str(BENCH))
+    from gateway_fixed_key_app import app
+
+    raw = json.dumps(body("openai/chunks-20")).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": CHAT,
+        "raw_path": CHAT.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(raw))],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
+    }
+    metrics = app.state.services.metrics.time_to_first_token.labels(provider="openai")
+
+    async def one() -> float:
+        delivered = asyncio.Event()
+        first: list[float] = []
+
+        async def receive() -> dict[str, Any]:
+            if not first and not delivered.is_set():
+                delivered.set()
+                return {"type": "http.request", "body": raw, "more_body": False}
+            await finished.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not first:
+                first.append(time.perf_counter() - started)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                finished.set()
+
+        finished = asyncio.Event()
+        started = time.perf_counter()
+        await app(scope, receive, send)
+        return first[0]
+
+    async def run() -> dict[str, float]:
+        async with app.router.lifespan_context(app):
+            for _ in range(50):
+                await one()
+            before = metrics._sum.get(), sum(b.get() for b in metrics._buckets)
+            times = [await one() for _ in range(streams)]
+            after = metrics._sum.get(), sum(b.get() for b in metrics._buckets)
+        waited = (after[0] - before[0]) / (after[1] - before[1])
+        return {
+            "in_process_p50_ms": statistics.median(times) * 1000,
+            "in_process_mean_ms": statistics.fmean(times) * 1000,
+            "upstream_mean_ms": waited * 1000,
+            "gateway_share_mean_ms": (statistics.fmean(times) - waited) * 1000,
+        }
+
+    try:
+        import uvloop
+
+        return uvloop.run(run())
+    except ImportError:
+        return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ttft-streams", type=int, default=500)
     parser.add_argument("--chunk-streams", type=int, default=30)
     parser.add_argument("--memory-streams", type=int, default=1000)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pin the API to CPU 0, the rest to CPU 1 (default); --no-pin on a machine shared "
+        "with other work, where a pinned process waits for its CPU",
+    )
+    parser.add_argument("--in-process-child", metavar="STANDIN_URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    server_cpu, client_cpu = pinning()
+    if args.in_process_child:
+        print(json.dumps(in_process(args.in_process_child, args.ttft_streams)))
+        return 0
+    server_cpu, client_cpu = pinning() if args.pin else ([], [])
     if client_cpu:
         os.sched_setaffinity(0, {int(client_cpu[-1])})
     with tempfile.TemporaryDirectory() as scratch:
@@ -215,11 +332,25 @@ def main(argv: list[str] | None = None) -> int:
             process(api_argv, env, workdir / "api.log", api + "/health") as pid,
         ):
             results = asyncio.run(run(args, api, direct, pid))
+            child = subprocess.run(
+                [*server_cpu, sys.executable, __file__, "--in-process-child", direct,
+                 "--ttft-streams", str(args.ttft_streams)],
+                env=clean_env(), capture_output=True, text=True, check=True, timeout=600,
+            )  # fmt: skip
+            results["first_token_in_process"] = json.loads(child.stdout.splitlines()[-1])
     ttft, chunk, memory = results["first_token"], results["per_chunk"], results["memory"]
     print(
         f"time to first token: direct p50 {ttft['direct_p50_ms']:.3f} ms, through the gateway "
         f"p50 {ttft['gateway_p50_ms']:.3f} ms (p90 {ttft['gateway_p90_ms']:.3f}): the gateway "
-        f"adds {ttft['added_p50_ms']:.3f} ms at p50 (goal < 2)"
+        f"adds {ttft['added_p50_ms']:.3f} ms at p50 (goal < 2); its own share (mean through it "
+        f"{ttft['gateway_mean_ms']:.3f} ms less the {ttft['upstream_mean_ms_seen_by_gateway']:.3f}"
+        f" ms it waited for the stand-in): {ttft['gateway_share_mean_ms']:.3f} ms"
+    )
+    own = results["first_token_in_process"]
+    print(
+        f"time to first token in process (ASGI, no server, no second hop): p50 "
+        f"{own['in_process_p50_ms']:.3f} ms, of which the stand-in {own['upstream_mean_ms']:.3f}"
+        f" ms (mean): the gateway's own share {own['gateway_share_mean_ms']:.3f} ms (mean)"
     )
     print(
         f"per chunk: gateway CPU {chunk['gateway_cpu_us_per_chunk']:.1f} us, added wall time "
