@@ -97,7 +97,6 @@ def build_services(
     transport = transport or Transport(
         settings.llm_max_response_bytes,
         Redactor(settings.secret_values()),
-        max_connections=settings.llm_max_connections,
         connect_timeout=settings.llm_timeout_seconds,
         user_agent=f"techno-os-api/{__version__}",
     )

@@ -1,13 +1,13 @@
 """The provider adapters' one way to the network: a JSON POST whose answer is read as it comes,
 only up to a size limit, and the provider errors that come back from it.
 
-The client is aiohttp: measured against httpx and httpx2 in bench/bench_http_clients.py (one
-uvicorn worker proxying to an nginx stand-in), it serves 5-10x the requests per second with a
-CPU cost per request that stays flat as concurrency grows (bench/http_clients_results.json).
+The HTTP client is `llm.http` (keep-alive connections, httptools), chosen by measurement:
+bench/bench_http_clients.py for httpx against aiohttp, bench/bench_transport.py for aiohttp
+against it.
 
 - An answer is counted as it is decompressed, so neither a huge body nor a small gzip that
-  inflates to gigabytes can fill the memory: aiohttp's own decompression is off, and the body is
-  inflated here a bounded piece at a time. Past LLM_MAX_RESPONSE_BYTES (a stream counts every
+  inflates to gigabytes can fill the memory: the body is inflated here a bounded piece at a
+  time. Past LLM_MAX_RESPONSE_BYTES (a stream counts every
   byte it delivered) the call fails as a provider error.
 - Leaving a response early (a client gone, a timeout, a failure) closes its connection, so the
   provider sees the request end at once and no half-read connection is reused.
@@ -15,8 +15,8 @@ CPU cost per request that stays flat as concurrency grows (bench/http_clients_re
   error message field, bounded and with every configured secret redacted (a provider or a proxy
   in between may echo the request's headers, the provider key among them); the whole body goes
   to the log, redacted too.
-- aiohttp's exceptions stay here: a connection that fails is a `ProviderConnectionError`, a
-  timeout a `TimeoutError`.
+- The client's exceptions stay here: a connection that fails is a `ProviderConnectionError`,
+  an answer that is not HTTP a `ProviderResponseError`, a connect timeout a `TimeoutError`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
-import aiohttp
-
+from techno_os_api.llm.http import Connection, HTTPProtocolError, Pool, target
 from techno_os_api.llm.sse import SSEError, SSEEvent, SSEParser
 
 log = logging.getLogger("techno_os_api.llm.provider")
@@ -43,6 +42,7 @@ REDACTED: Final = "[redacted]"
 # allocated before it is counted.
 _PIECE: Final = 64 * 1024
 _JSON_HEADERS: Final = {"Content-Type": "application/json", "Accept-Encoding": "gzip, deflate"}
+_UNSAFE: Final = re.compile(r"[\r\n\x00]")
 
 
 class ProviderError(Exception):
@@ -197,42 +197,41 @@ class _Inflater:
 
 
 class Upstream:
-    """One provider response being read: status, headers, and the decoded body in pieces, each
-    counted against the limit. Close it (or leave `Transport.open`) to end the exchange."""
+    """One provider response being read: status, headers (lower-case names), and the decoded
+    body in pieces, each counted against the limit. `Transport.finish` ends the exchange."""
 
-    def __init__(self, provider: str, response: aiohttp.ClientResponse, limit: int) -> None:
+    def __init__(self, provider: str, connection: Connection, limit: int) -> None:
         self.provider = provider
-        self.status = response.status
-        self.headers = response.headers
-        self._response = response
+        self.status = connection.status
+        self.headers = connection.headers
+        self.connection = connection
         self._limit = limit
         self._read = 0
-        self._inflater = _Inflater(provider, response.headers.get("Content-Encoding", ""))
+        self._inflater = _Inflater(provider, connection.headers.get("content-encoding", ""))
 
     async def pieces(self) -> AsyncIterator[bytes]:
-        content = self._response.content
-        try:
-            while True:
-                data = await content.readany()
-                if not data:
-                    return
-                for piece in self._inflater.pieces(data):
-                    self._read += len(piece)
-                    if self._read > self._limit:
-                        raise ProviderResponseError(
-                            self.provider,
-                            f"the answer is larger than {self._limit} bytes "
-                            "(LLM_MAX_RESPONSE_BYTES)",
-                        )
-                    yield piece
-        except aiohttp.ClientPayloadError as exc:
-            raise ProviderConnectionError(self.provider, f"the answer was cut: {exc}") from None
-        except aiohttp.ClientConnectionError as exc:
-            raise ProviderConnectionError(self.provider, str(exc) or type(exc).__name__) from None
+        connection = self.connection
+        while True:
+            try:
+                data = await connection.piece()
+            except HTTPProtocolError as exc:
+                raise ProviderResponseError(self.provider, str(exc)) from None
+            except OSError as exc:
+                raise ProviderConnectionError(self.provider, f"the answer was cut: {exc}") from None
+            if not data:
+                return
+            for piece in self._inflater.pieces(data):
+                self._read += len(piece)
+                if self._read > self._limit:
+                    raise ProviderResponseError(
+                        self.provider,
+                        f"the answer is larger than {self._limit} bytes (LLM_MAX_RESPONSE_BYTES)",
+                    )
+                yield piece
 
     async def read(self) -> bytes:
         chunks = [piece async for piece in self.pieces()]
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def json(self) -> Any:
         body = await self.read()
@@ -254,62 +253,38 @@ class Upstream:
 
 
 class Transport:
-    """Provider calls over one aiohttp session (made on first use: it needs the running loop).
-    `max_connections` bounds the connections per provider host; the gateway's own slots (and
-    LLM_POOL_TIMEOUT_SECONDS) decide who waits for one."""
+    """Provider calls over one pool of keep-alive connections. How many run at once per
+    provider is the gateway's to bound (its slots and LLM_POOL_TIMEOUT_SECONDS)."""
 
     def __init__(
         self,
         max_response_bytes: int,
         redact: Redactor,
         *,
-        max_connections: int = 100,
         connect_timeout: float = 30.0,
         user_agent: str = "techno-os-api",
     ) -> None:
         self._limit = max_response_bytes
         self.redact = redact
-        self._max_connections = max_connections
-        self._connect_timeout = connect_timeout
-        self._user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = Pool(connect_timeout=connect_timeout)
+        self._user_agent = f"User-Agent: {user_agent}\r\n"
 
     @property
     def max_response_bytes(self) -> int:
         return self._limit
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=0, limit_per_host=self._max_connections, keepalive_timeout=30
-                ),
-                # The gateway's asyncio.timeout is the deadline; only connecting has its own.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,  # inflated here, bounded (see the module docstring)
-                headers={"User-Agent": self._user_agent},
-                skip_auto_headers=("Accept-Encoding",),
-            )
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self._pool.close()
 
-    async def _send(
-        self, provider: str, url: str, payload: Mapping[str, Any], headers: Mapping[str, str]
-    ) -> aiohttp.ClientResponse:
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        try:
-            return await self._client().post(url, data=data, headers=headers)
-        except aiohttp.ClientConnectionError as exc:
-            if isinstance(exc, aiohttp.ServerTimeoutError):
-                raise TimeoutError(str(exc)) from None
-            raise ProviderConnectionError(provider, str(exc) or type(exc).__name__) from None
-        except aiohttp.ClientError as exc:
-            raise ProviderConnectionError(provider, str(exc) or type(exc).__name__) from None
+    @staticmethod
+    def headers(own: Mapping[str, str]) -> dict[str, str]:
+        """A provider's request headers: its own (authentication, version) and the JSON ones.
+        Built once per adapter, not per call; a value that could split a header is refused."""
+        headers = {**_JSON_HEADERS, **own}
+        for name, value in headers.items():
+            if _UNSAFE.search(name) or _UNSAFE.search(value):
+                raise ValueError(f"header {name!r} holds a line break or NUL")
+        return headers
 
     async def open(
         self,
@@ -320,53 +295,54 @@ class Transport:
     ) -> Upstream:
         """Send the request (`headers` are all of them: see `headers()`); the response once
         its headers are in. The caller must `finish()` it."""
-        return Upstream(provider, await self._send(provider, url, payload, headers), self._limit)
+        where = target(url)
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        head = "".join(
+            [
+                f"POST {where.path} HTTP/1.1\r\nHost: {where.host_header}\r\n",
+                self._user_agent,
+                f"Content-Length: {len(body)}\r\n",
+                *(f"{name}: {value}\r\n" for name, value in headers.items()),
+                "\r\n",
+            ]
+        ).encode("latin-1")
+        connection: Connection | None = None
+        try:
+            connection = await self._pool.connection(where)
+            connection.send(head, body)
+            await connection.response_headers()
+        except BaseException as exc:
+            if connection is not None:
+                connection.close()
+            if isinstance(exc, HTTPProtocolError):
+                raise ProviderResponseError(provider, str(exc)) from None
+            if isinstance(exc, OSError):
+                raise ProviderConnectionError(provider, str(exc) or type(exc).__name__) from None
+            raise
+        return Upstream(provider, connection, self._limit)
 
-    @staticmethod
-    def headers(own: Mapping[str, str]) -> dict[str, str]:
-        """A provider's request headers: its own (authentication, version) and the JSON ones.
-        Built once per adapter, not per call."""
-        return {**_JSON_HEADERS, **own}
-
-    @staticmethod
-    def finish(upstream: Upstream, *, complete: bool) -> None:
+    def finish(self, upstream: Upstream, *, complete: bool) -> None:
         """End an exchange: a body read to its end returns the connection to the pool; any
         other end closes it, so the provider sees the request stop at once."""
         if complete:
-            upstream._response.release()
+            self._pool.release(upstream.connection)
         else:
-            upstream._response.close()
+            upstream.connection.close()
 
     async def post_json(
         self, provider: str, url: str, payload: Mapping[str, Any], headers: Mapping[str, str]
     ) -> dict[str, Any]:
         """POST `payload`; the decoded JSON object of a 2xx answer, else `ProviderHTTPError`
         (or `ProviderResponseError` for an unusable body)."""
-        response = await self._send(provider, url, payload, headers)
+        upstream = await self.open(provider, url, payload, headers)
         complete = False
         try:
-            if response.status >= 400:
-                raise await self.http_error(Upstream(provider, response, self._limit))
-            length = response.content_length
-            encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
-            if not encoded and length is not None and length <= self._limit:
-                # Whole and small enough: read at once (the common answer, no inflating).
-                try:
-                    raw = await response.read()
-                except aiohttp.ClientError as exc:
-                    raise ProviderConnectionError(provider, f"the answer was cut: {exc}") from None
-            else:
-                raw = await Upstream(provider, response, self._limit).read()
+            if upstream.status >= 400:
+                raise await self.http_error(upstream)
+            body = await upstream.json()
             complete = True
         finally:
-            if complete:
-                response.release()
-            else:
-                response.close()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise ProviderResponseError(provider, "the answer is not JSON") from None
+            self.finish(upstream, complete=complete)
         if not isinstance(body, dict):
             raise ProviderResponseError(provider, "the answer is not a JSON object")
         return body
