@@ -89,7 +89,8 @@ idempotence: venv ## A second deploy of an unchanged tree must change nothing
 
 verify: venv ## Read-only runbook checks against INVENTORY (safe on production)
 	@mkdir -p reports
-	$(ONE_AT_A_TIME) INVENTORY=$(INVENTORY) $(PYTEST) tests/infra -m readonly --junitxml=reports/infra-readonly.xml
+	$(ONE_AT_A_TIME) INVENTORY=$(INVENTORY) $(PYTEST) tests/infra -m readonly --record-verification \
+		--junitxml=reports/infra-readonly.xml
 
 drills: venv ## State-changing drills (refused unless the inventory is disposable)
 	@mkdir -p reports

@@ -9,12 +9,15 @@ pyinfra inventories/cluster.py deploy.py   the cluster sandbox (make up-cluster)
 from tasks.alertmanager import alertmanager
 from tasks.backup import backup_and_cron
 from tasks.base import base_system
+from tasks.blackbox_exporter import blackbox_exporter
+from tasks.dashboards import dashboards
 from tasks.database import database
 from tasks.docker import docker_engine
 from tasks.environment import environment_file
 from tasks.firewall import firewall
 from tasks.images import load_images
 from tasks.node_exporter import node_exporter
+from tasks.postgres_exporter import postgres_exporter
 from tasks.prometheus import standalone_prometheus
 from tasks.proxy import reverse_proxy
 from tasks.release import api_release, release_tool
@@ -32,12 +35,15 @@ images = load_images()
 env = environment_file()
 backup_and_cron()
 database(stack_inputs=images["db"])
+postgres_exporter()
 every_host_reaches("the database is up, configured, with the current password")
 llm_standin()
 tool = release_tool()
 reverse_proxy()
 api_release(inputs=[*images["api"], *env, *tool])
 every_host_reaches("the API is released")
+blackbox_exporter()
 standalone_prometheus()
+dashboards()
 alertmanager()
 sandbox_key()

@@ -45,6 +45,28 @@ prometheus_retention = "15d"
 # Alert rules: repository files, relative to the repo root (a site may point at its own copy).
 prometheus_rules_dir = "files/prometheus"
 node_exporter_port = 9100  # loopback, and the private address when Prometheus is elsewhere
+# How often every target is scraped and the rules evaluated (the rules' unit tests assume 15s).
+prometheus_scrape_interval = "15s"
+prometheus_evaluation_interval = "15s"
+# Prometheus resends firing alerts this often; Alertmanager drops one that is not resent within
+# four times this (Prometheus stopped): how soon the watchdog stops reaching the dead-man's switch.
+prometheus_alert_resend_delay = "1m"
+
+# --- Exporters (issue 12: no silent failure) -------------------------------------------------
+# Debian's prometheus-postgres-exporter on the db host: loopback (and the private address when
+# Prometheus is elsewhere), connecting as this role (pg_monitor only; its password is the secret
+# POSTGRES_EXPORTER_PASSWORD, generated on disposable hosts).
+postgres_exporter_port = 9187
+postgres_exporter_role = "techno_monitor"
+postgres_exporter_connection_limit = 3
+# Debian's prometheus-blackbox-exporter on the edge: probes https://api.<domain>/health and the
+# HTTP -> HTTPS redirect as a client does. True: connect to the edge's private address with the
+# public name (Host, SNI) instead of resolving it (names that resolve nowhere, or no NAT hairpin).
+blackbox_listen_address = "127.0.0.1:9115"
+blackbox_probe_via_edge_address = False
+blackbox_probe_timeout_seconds = 10
+# TLSCertificateExpiringSoon: the certificate chain expires within this many days.
+tls_cert_expiry_alert_days = 14
 
 # --- Alertmanager (Debian's prometheus-alertmanager, loopback, no clustering) ----------------
 alertmanager_listen_address = "127.0.0.1:9093"  # files/prometheus.yml sends alerts here
@@ -66,6 +88,11 @@ alertmanager_repeat_interval = {"critical": "1h", "warning": "4h"}
 # Disposable hosts only: a webhook receiver on 127.0.0.1:9095 that appends every notification to
 # /var/lib/techno-os-webhook/notifications.jsonl, where the drills read it.
 alert_webhook_sink = False
+# The dead-man's switch: Alertmanager posts the always-firing Watchdog alert here every
+# deadmans_switch_interval; the service behind the URL (a heartbeat check) alarms when it stops.
+# Empty: the secret DEADMANS_SWITCH_URL (such URLs carry a token); a deploy with neither stops.
+deadmans_switch_url = ""
+deadmans_switch_interval = "1m"
 
 # --- Reverse proxy (Debian's caddy): the only public listener ---------------------------------
 # Serves api.<domain> (all but /metrics), prometheus.<domain> and alertmanager.<domain> (basic

@@ -29,6 +29,9 @@ SINK_LISTEN = "127.0.0.1:9095"
 SINK_OUTPUT = "/var/lib/techno-os-webhook/notifications.jsonl"
 # The rules' severities (files/prometheus/*.yml): Alertmanager has a route for each.
 ALERT_SEVERITIES = ("critical", "warning")
+# The always-firing alert (files/prometheus/monitoring.yml), routed by name to the dead-man's
+# switch only, whatever its severity.
+WATCHDOG = "Watchdog"
 
 
 def _is_loopback_address(value: str) -> bool:
@@ -72,6 +75,12 @@ DATA: DataRules = {
         "severity -> duration such as 4h",
     ),
     "alert_webhook_sink": (bool, lambda v: True, "True or False"),
+    "deadmans_switch_url": (
+        str,
+        lambda v: not v or v.startswith(("http://", "https://")),
+        "empty or an http(s) URL",
+    ),
+    "deadmans_switch_interval": (str, is_duration, "a duration such as 1m"),
 }
 
 
@@ -86,7 +95,14 @@ def receivers() -> dict[str, str]:
             f"group data `alert_smtp_username` = {host.data.alert_smtp_username!r} needs "
             f"ALERT_SMTP_PASSWORD: set it in the environment or in {secrets_path().name}"
         )
-    return {"webhook_url": webhook_url, "smtp_password": smtp_password}
+    deadmans_url = host.data.deadmans_switch_url or secret("DEADMANS_SWITCH_URL")
+    if deadmans_url and not deadmans_url.startswith(("http://", "https://")):
+        raise fail("DEADMANS_SWITCH_URL must be an http(s) URL")
+    return {
+        "webhook_url": webhook_url,
+        "smtp_password": smtp_password,
+        "deadmans_switch_url": deadmans_url,
+    }
 
 
 def _rule_severities() -> set[str]:
@@ -94,7 +110,7 @@ def _rule_severities() -> set[str]:
     for rule_file in sorted((REPO / host.data.prometheus_rules_dir).glob("*.yml")):
         for group in (yaml.safe_load(rule_file.read_text()) or {}).get("groups", []):
             for rule in group.get("rules", []):
-                if "alert" in rule:
+                if "alert" in rule and rule["alert"] != WATCHDOG:
                     found.add(rule.get("labels", {}).get("severity", "<none>"))
     return found
 
@@ -116,6 +132,12 @@ def check() -> None:
     if missing:
         raise fail(f"group data `alertmanager_repeat_interval` lacks severities {missing}")
     settings = receivers()
+    if not settings["deadmans_switch_url"]:
+        raise fail(
+            f"no dead man's switch receiver for the {WATCHDOG} alert: set group data "
+            "`deadmans_switch_url` (or the secret DEADMANS_SWITCH_URL) to a service that raises "
+            "the alarm when its messages stop (a heartbeat/healthcheck URL)"
+        )
     if any(host.data.alert_email_to.values()):
         for key in ("alert_email_from", "alert_smtp_smarthost"):
             if not host.data.get(key):
@@ -135,7 +157,12 @@ def check() -> None:
 
 
 def config_text() -> str:
-    return render("templates/alertmanager.yml.j2", severities=ALERT_SEVERITIES, **receivers())
+    return render(
+        "templates/alertmanager.yml.j2",
+        severities=ALERT_SEVERITIES,
+        watchdog=WATCHDOG,
+        **receivers(),
+    )
 
 
 @deploy("Webhook sink for the drills (sandbox only): notifications as JSON lines")
@@ -195,7 +222,7 @@ def alertmanager() -> None:
                 template="templates/alertmanager.yml.j2",
                 group="prometheus",
                 mode="0640",  # the webhook URL and the SMTP password may be secrets
-                data={"severities": ALERT_SEVERITIES, **receivers()},
+                data={"severities": ALERT_SEVERITIES, "watchdog": WATCHDOG, **receivers()},
             )
         ],
         check=f"amtool check-config {{staged:{CONFIG}}}",

@@ -60,6 +60,7 @@ def flows() -> list[topology.Flow]:
         allow(data.api_port, edge, "API front <- Caddy (edge)")
     if topology.has("db"):
         allow(data.db_port, _addresses("api"), "PostgreSQL <- API hosts")
+        allow(data.postgres_exporter_port, edge, "postgres exporter <- Prometheus (edge)")
     return found
 
 

@@ -8,7 +8,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
-from tasks import topology
+from tasks import blackbox_exporter, postgres_exporter, topology
 from tasks.common import REPO, DataRules, check_data, check_with_tool, is_duration, render
 from tasks.services import ConfigFile, checked_config, keep_service
 
@@ -22,6 +22,10 @@ DATA: DataRules = {
     "prometheus_rules_dir": (str, lambda v: (REPO / v).is_dir(), "a directory of the repository"),
     "node_exporter_port": (int, lambda v: 0 < v < 65536, "a TCP port"),
     "llm_spend_alert_usd_per_hour": ((int, float), lambda v: v > 0, "a positive amount in USD"),
+    "prometheus_scrape_interval": (str, is_duration, "a duration such as 15s"),
+    "prometheus_evaluation_interval": (str, is_duration, "a duration such as 15s"),
+    "prometheus_alert_resend_delay": (str, is_duration, "a duration such as 1m"),
+    "tls_cert_expiry_alert_days": ((int, float), lambda v: v > 0, "a positive number of days"),
 }
 
 
@@ -51,6 +55,9 @@ def targets() -> dict[str, list[dict[str, object]]]:
             {"name": api.name, "address": f"{topology.address_from(api)}:{data.api_port}"}
             for api in topology.hosts_with("api")
         ],
+        "postgres_targets": postgres_exporter.targets(),
+        "blackbox_address": data.blackbox_listen_address,
+        "probes": blackbox_exporter.probes(),
         "node_targets": [
             {
                 "name": member.name,

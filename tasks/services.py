@@ -129,7 +129,7 @@ def keep_service(
     config_installed: OperationMeta | None = None,
     flags: OperationMeta | None = None,
 ) -> None:
-    systemd.service(
+    kept = systemd.service(
         name=f"Keep {service} enabled and running"
         + ("; restart on new flags" if flags is not None else ""),
         service=service,
@@ -142,5 +142,7 @@ def keep_service(
             name=f"Reload {service} after a config change",
             # reload-or-restart: also starts a service that an earlier bad config had stopped.
             commands=[f"systemctl reload-or-restart {service}"],
-            _if=config_installed.did_change,
+            # Not when the service was just (re)started above: it read the new config then,
+            # and a SIGHUP that lands before it has set up its handler kills it (Prometheus).
+            _if=lambda: config_installed.did_change() and not kept.did_change(),
         )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the control machine (a developer's box or CI) needs from Debian's packages:
-# PostgreSQL 15 for the app tests, promtool, Docker for the sandbox, debootstrap, shellcheck.
+# PostgreSQL 15 for the app tests, promtool, Docker for the sandbox, debootstrap, shellcheck,
+# headless Chromium for the dashboards test.
 # Installs only what is missing; elsewhere than root on Debian, names what is missing.
 set -euo pipefail
 
@@ -17,6 +18,10 @@ declare -A NEEDED=(
     [ssh-keygen]=openssh-client
     [flock]=util-linux
     [wrk]=wrk
+    # The dashboards test renders the console pages in a real browser; certutil makes it trust
+    # the sandbox's local CA in a throwaway profile (never the system's trust store).
+    [chromium]=chromium
+    [certutil]=libnss3-tools
 )
 
 missing_packages() {

@@ -2,7 +2,9 @@
 """Sandbox-only Alertmanager webhook receiver (group data `alert_webhook_sink`, disposable hosts).
 
 Appends the body of every POST (Alertmanager's webhook JSON) as one line to the output file, so
-the drills can see which notifications arrived and when. GET answers "ok" (a liveness probe).
+the drills can see which notifications arrived and when: the body's keys, plus `_path` (the URL
+path it was posted to: /alerts for the receivers, /deadmans-switch for the watchdog) and
+`_received` (Unix time, the sink's clock). GET answers "ok" (a liveness probe).
 Standard library only; run by techno-os-webhook.service on a loopback address.
 
     webhook_sink.py --listen 127.0.0.1:9095 --output /var/lib/techno-os-webhook/notifications.jsonl
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -31,6 +34,10 @@ class Sink(BaseHTTPRequestHandler):
         except ValueError:
             self.send_error(400, "the body is not JSON")
             return
+        if not isinstance(body, dict):
+            self.send_error(400, "the body is not a JSON object")
+            return
+        body.update(_path=self.path, _received=round(time.time(), 3))
         with self.output.open("a", encoding="utf-8") as out:
             out.write(json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n")
         self._answer(200, b"ok\n")

@@ -144,3 +144,18 @@ def test_an_api_host_that_cannot_reach_the_db_host_stops_the_deploy(tmp_path) ->
 @pytest.mark.usefixtures("untouched_host")
 def test_diff_flag_is_refused_because_it_would_print_secrets() -> None:
     assert_refused(deploy("--diff"), "--diff")
+
+
+@pytest.mark.usefixtures("untouched_host")
+def test_no_deadmans_switch_receiver_stops_the_deploy() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DEADMANS_SWITCH_URL"}
+    run = subprocess.run(
+        [PYINFRA, "-y", INVENTORY, "deploy.py", "--data", "deadmans_switch_url="],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert_refused(run, "dead man's switch", "DEADMANS_SWITCH_URL")
+
+
+@pytest.mark.usefixtures("untouched_host")
+def test_monitoring_role_equal_to_the_application_role_stops_the_deploy() -> None:
+    assert_refused(deploy("--data", "postgres_exporter_role=techno_user"), "postgres_exporter_role")

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
+from . import verification_record
 from ._support import (
     REPO,
     Target,
@@ -46,6 +47,8 @@ SECTIONS = {
     "test_exposure.py": "Exposição: portas só em loopback",
     "test_firewall.py": "Firewall entre papéis (nftables)",
     "test_alerting.py": "Alertas (Prometheus, Alertmanager)",
+    "test_monitoring.py": "Alertas: banco, endpoint, hosts, o próprio monitoramento",
+    "test_dashboards.py": "Painéis (console templates) [drill]",
     "test_tls_proxy.py": "Produção: proxy HTTPS (api., prometheus.)",
     "test_breakage.py": "Os checks falham quando algo quebra [drill]",
     "test_releases.py": "Releases, rollback e rotação de senha sem queda [drill]",
@@ -55,6 +58,8 @@ SECTIONS = {
 _control_dir = tempfile.mkdtemp(prefix="tinfra-")
 _outcomes: dict[str, str] = {}
 _sections: dict[str, str] = {}
+_owners: dict[str, str | None] = {}  # nodeid -> the host its `target` is (None: several)
+_recorded: list[str] = []
 _targets: list[Target] = []
 
 
@@ -66,6 +71,15 @@ def _hosts():
 
 
 # --- hosts -------------------------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-verification",
+        action="store_true",
+        help="write each host's result (checks, failures, last success) into its node "
+        "exporter's textfile directory (make verify; tests/infra/verification_record.py)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "role(*roles): the roles (edge, db, api, backup, any) a test's target holds"
@@ -168,6 +182,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     drills = [i for i in ours if i.get_closest_marker("drill")]
     for item in ours:
         _sections[item.nodeid] = SECTIONS.get(Path(str(item.path)).name, Path(str(item.path)).name)
+        callspec = getattr(item, "callspec", None)
+        target = callspec.params.get("target") if callspec else None
+        _owners[item.nodeid] = getattr(target, "name", None)
     if not drills or session.config.option.collectonly:
         return
     refused = [h.name for h in _hosts() if h.data.get("disposable") is not True]
@@ -215,6 +232,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not _outcomes:
         return
     lines = summary_lines()
+    if _recorded:
+        lines += ["Verification recorded on the hosts (textfile collector):", *_recorded]
     terminalreporter.section("runbook sections")
     for line in lines:
         terminalreporter.write_line(line)
@@ -226,7 +245,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Close the SSH control masters this run opened, and their socket directory."""
+    """Record the verification on the hosts when asked (while SSH is still open), then close
+    the SSH control masters this run opened, and their socket directory."""
+    if session.config.getoption("--record-verification") and _outcomes:
+        _recorded.extend(
+            verification_record.record(
+                [connect(inv) for inv in _hosts()],
+                verification_record.tally(_outcomes, _owners),
+            )
+        )
     for t in _targets:
         backend = t.host.backend
         cmd = ["ssh", "-O", "exit", "-o", f"ControlPath={_control_dir}/%C"]

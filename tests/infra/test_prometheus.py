@@ -10,7 +10,16 @@ from ._support import Target, is_loopback, wait_until
 pytestmark = pytest.mark.readonly
 
 # Jobs of templates/prometheus.yml.j2 whose targets the runbook relies on.
-EXPECTED_JOBS = {"prometheus", "techno-os-api", "node", "alertmanager"}
+EXPECTED_JOBS = {
+    "prometheus",
+    "techno-os-api",
+    "node",
+    "alertmanager",
+    "postgres",
+    "blackbox",
+    "blackbox-health",
+    "blackbox-redirect",
+}
 
 
 def prometheus_port(t: Target) -> int:
