@@ -47,6 +47,9 @@ REQUIRED = {
     "AlertmanagerNotificationsFailing",
     "VerificationFailed",
     "VerificationStale",
+    # Issue 8: only known clients spend the provider accounts.
+    "LLMSpendHigh",
+    "APIAuthFailuresHigh",
 }
 # The watchdog alone has severity `none`: it is routed by name to the dead-man's switch, never
 # to the receivers of real alerts (templates/alertmanager.yml.j2).

@@ -342,6 +342,48 @@ MUTATIONS = {
         "monitoring.yml",
         "monitoring.yml",
     ),
+    "spend threshold raised by 1 %": (
+        "            > max(techno_os:llm_spend_alert_usd_per_hour)",
+        "            > 1.01 * max(techno_os:llm_spend_alert_usd_per_hour)",
+        "clients.yml",
+        "clients.yml",
+    ),
+    "spend per hour counted per minute": (
+        "sum(rate(llm_cost_usd_total[15m])) * 3600",
+        "sum(rate(llm_cost_usd_total[15m])) * 60",
+        "clients.yml",
+        "clients.yml",
+    ),
+    "spend per instance instead of in total": (
+        "sum(rate(llm_cost_usd_total[15m])) * 3600",
+        "max(rate(llm_cost_usd_total[15m])) * 3600",
+        "clients.yml",
+        "clients.yml",
+    ),
+    "spend for 5m -> 4m45s": (
+        "        for: 5m\n",
+        "        for: 4m45s\n",
+        "clients.yml",
+        "clients.yml",
+    ),
+    "auth failures counting requests without a key": (
+        '{reason!="missing"}',
+        "",
+        "clients.yml",
+        "clients.yml",
+    ),
+    "auth failures > 1 -> > 1.03": (
+        "[5m])) > 1\n",
+        "[5m])) > 1.03\n",
+        "clients.yml",
+        "clients.yml",
+    ),
+    "auth failures for 10m -> 9m45s": (
+        "        for: 10m\n",
+        "        for: 9m45s\n",
+        "clients.yml",
+        "clients.yml",
+    ),
 }
 
 
