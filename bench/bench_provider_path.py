@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     provider["ratio_to_fake"] = round(ratio, 3)
     environment = {
         "python": platform.python_version(),
-        "aiohttp": version("aiohttp"),
+        "httptools": version("httptools"),
         "uvicorn": version("uvicorn"),
         "fastapi": version("fastapi"),
         "cpus": os.cpu_count(),

@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     environment = {
         "python": platform.python_version(),
-        "aiohttp": version("aiohttp"),
+        "httptools": version("httptools"),
         "uvicorn": version("uvicorn"),
         "cpus": os.cpu_count(),
         "pinned": bool(server_cpu),

@@ -7,9 +7,13 @@ socket server that answers exactly the bytes each test gives it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from techno_os_api.llm.transport import (
@@ -174,3 +178,65 @@ async def test_an_answer_that_is_not_http_or_is_cut_is_a_provider_error(raw, ans
 def test_a_header_that_could_split_the_request_is_refused():
     with pytest.raises(ValueError, match="line break"):
         Transport.headers({"Authorization": "Bearer key\r\nX-Injected: 1"})
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for localhost (Debian's openssl), as (cert, key)."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+         "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_https_is_verified_and_kept_alive(tls_files):
+    cert, key = tls_files
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://localhost:{server.server_address[1]}/v1/chat"
+    try:
+        # The system's CA store does not know this certificate: refused.
+        untrusting = Transport(1 << 20, Redactor([]))
+        with pytest.raises(ProviderConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusting.post_json("p", url, {"a": 1}, Transport.headers({}))
+        await untrusting.close()
+        # A client that trusts it: verified (host name included), and the connection reused.
+        trusting = Transport(1 << 20, Redactor([]), tls=ssl.create_default_context(cafile=cert))
+        answers = [
+            await trusting.post_json("p", url, {"a": 1}, Transport.headers({})) for _ in range(3)
+        ]
+        await trusting.close()
+        # Each answer counts the requests served on its connection: one connection, kept.
+        assert answers == [{"echo": {"a": 1}, "served_on_connection": n} for n in (1, 2, 3)]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.served = 0
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.served += 1
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        out = json.dumps({"echo": json.loads(body), "served_on_connection": self.served})
+        out = out.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass

@@ -3,11 +3,12 @@ at a time on each, responses parsed by httptools (the parser uvicorn serves with
 
 Why not a general client: the gateway's hot path is one JSON POST per call, and measured side
 by side (bench/bench_transport.py, against an nginx stand-in, in one process) aiohttp spends
-about 0.2 ms of CPU per request where this spends about 0.05; httpx spends more than aiohttp
-(bench/bench_http_clients.py). What it does is what the gateway needs and no more: POST with a
-body of known length, responses with Content-Length, chunked or read-until-close bodies, TLS
-(the system's CA store), reading paused while the reader is behind, and a connection closed at
-once when a response is left unfinished. No redirects, proxies, cookies or retries.
+0.2-0.4 ms of CPU per request where this spends 0.09-0.16 (bench/streaming_results.md); httpx
+spends more than aiohttp (bench/bench_http_clients.py). What it does is what the gateway needs
+and no more: POST with a body of known length, responses with Content-Length, chunked or
+read-until-close bodies, TLS (the system's CA store), reading paused while the reader is
+behind, and a connection closed at once when a response is left unfinished. No redirects,
+proxies, cookies or retries.
 
 Everything raised here is an `OSError` (the connection failed or was cut), a `TimeoutError`
 (connecting took too long) or an `HTTPProtocolError` (the peer does not speak HTTP/1.1).
@@ -214,11 +215,17 @@ class Pool:
     """Idle keep-alive connections per (scheme, host, port). A connection is used by one
     request at a time; how many run at once is the caller's to bound."""
 
-    def __init__(self, *, connect_timeout: float, keepalive_seconds: float = 15.0) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        keepalive_seconds: float = 15.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._connect_timeout = connect_timeout
         self._keepalive = keepalive_seconds
         self._idle: dict[tuple[str, str, int], list[Connection]] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls  # None: the system's CA store, made on first use
 
     async def connection(self, where: Target) -> Connection:
         loop = asyncio.get_running_loop()

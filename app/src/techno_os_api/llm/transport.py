@@ -25,6 +25,7 @@ import email.utils
 import json
 import logging
 import re
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -263,10 +264,11 @@ class Transport:
         *,
         connect_timeout: float = 30.0,
         user_agent: str = "techno-os-api",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._limit = max_response_bytes
         self.redact = redact
-        self._pool = Pool(connect_timeout=connect_timeout)
+        self._pool = Pool(connect_timeout=connect_timeout, tls=tls)
         self._user_agent = f"User-Agent: {user_agent}\r\n"
 
     @property
