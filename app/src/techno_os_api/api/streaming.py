@@ -10,7 +10,6 @@ cancelled and `close()` runs, which cancels the upstream request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.background import BackgroundTask
@@ -49,10 +48,11 @@ class EventStreamResponse(Response):
         finally:
             for task in (pump, gone):
                 task.cancel()
-            for task in (pump, gone):
-                with contextlib.suppress(asyncio.CancelledError, OSError):
-                    await task
-            await self._close()
+            outcomes = await asyncio.gather(pump, gone, return_exceptions=True)
+            await self._close()  # whatever happened: the upstream request ends here
+        for outcome in outcomes:  # a bug in the pump: raised (and logged by the guard)
+            if isinstance(outcome, Exception) and not isinstance(outcome, OSError):
+                raise outcome
 
     async def _pump(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
