@@ -8,6 +8,7 @@ pyinfra inventories/cluster.py deploy.py   the cluster sandbox (make up-cluster)
 
 from tasks.alertmanager import alertmanager
 from tasks.backup import backup_and_cron
+from tasks.balancer import load_balancer
 from tasks.base import base_system
 from tasks.blackbox_exporter import blackbox_exporter
 from tasks.dashboards import dashboards
@@ -40,6 +41,7 @@ every_host_reaches("the database is up, configured, with the current password")
 llm_standin()
 tool = release_tool()
 reverse_proxy()
+load_balancer()
 api_release(inputs=[*images["api"], *env, *tool])
 every_host_reaches("the API is released")
 blackbox_exporter()

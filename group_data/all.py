@@ -25,9 +25,10 @@ container_log_max_files = 5
 stack_health_timeout_seconds = 180
 
 # --- API hosts: releases without downtime (tasks/release.py, techno-os-release) ---------------
-# Each API host's front (Caddy) listens on api_port (loopback, and the private address when the
-# edge is another host) and forwards to the release slots (loopback only); a new release starts
-# on the free slot and takes over when it is ready and the old one is stopped.
+# Each API host's front (HAProxy, tasks/balancer.py) listens on api_port (loopback, and the
+# private address when the edge is another host) and forwards to the release slots (loopback
+# only); a new release starts on the free slot and takes over when it is ready, the old one
+# drains and stops.
 api_container = "techno-os-api"
 api_port = 8000
 api_slot_ports = [8001, 8002]
@@ -35,6 +36,14 @@ api_ready_timeout_seconds = 120  # a new release that is not ready by then is no
 api_drain_seconds = 3  # from the new release ready to stopping the old (the front sees it up)
 api_stop_timeout_seconds = 70  # SIGTERM to SIGKILL for the old release (uvicorn drains first)
 keep_releases = 3  # images of the last releases kept on each host (`make rollback`)
+
+# --- Load balancing (HAProxy): the edge's balancer behind Caddy, and each API host's front ----
+api_balancer_port = 8100  # the edge's balancer, on its loopback (Caddy's api. site sends to it)
+balancer_connect_timeout = "1s"  # then the request is tried on another host or slot
+balancer_idle_timeout = "10m"  # the longest silence within a request or an answer (streams)
+balancer_hard_stop_after = "15m"  # a reload's old process ends its requests by then
+balancer_check_interval = "1s"  # health of each API host (/health, 2 failures take it out)
+front_check_interval = "1s"  # health of each release slot (/health, 2 failures take it out)
 
 # --- The release's artifact (wheel, wheelhouses, images), made by `make artifact` ------------
 artifact_dir = "build/artifact"  # on the control machine

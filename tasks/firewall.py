@@ -57,7 +57,7 @@ def flows() -> list[topology.Flow]:
     edge = _addresses("edge")
     allow(data.node_exporter_port, edge, "node exporter <- Prometheus (edge)")
     if topology.has("api"):
-        allow(data.api_port, edge, "API front <- Caddy (edge)")
+        allow(data.api_port, edge, "API front <- the edge's balancer")
     if topology.has("db"):
         allow(data.db_port, _addresses("api"), "PostgreSQL <- API hosts")
         allow(data.postgres_exporter_port, edge, "postgres exporter <- Prometheus (edge)")

@@ -1,8 +1,8 @@
-"""Caddy on the edge host (the only public listener: TLS for api., prometheus., alertmanager.)
-and on every API host (the front on api_port that forwards to the live release).
+"""Caddy on the edge host, the only public listener: TLS for api., prometheus., alertmanager.;
+the API's load balancing behind it is HAProxy's (tasks/balancer.py).
 
 Debian's caddy 2.6: automatic HTTPS through ACME in production, bcrypt basic auth, HTTP -> HTTPS,
-active health checks and retries across the API hosts. The Caddyfile is staged and checked by
+security headers, bounded bodies and headers. The Caddyfile is staged and checked by
 `caddy validate` (as the caddy user, which also proves it can read certificate files) before it
 is installed and Caddy reloads (gracefully: requests in flight finish).
 """
@@ -114,24 +114,12 @@ def basic_auth_hash() -> str:
     return hashed
 
 
-def caddy_data() -> dict[str, object]:
-    data = host.data
-    edge = topology.the("edge")
-    fronts = [f"{topology.address_from(api)}:{data.api_port}" for api in topology.hosts_with("api")]
-    return {
-        "edge": topology.has("edge"),
-        "api": topology.has("api"),
-        "basic_auth_hash": basic_auth_hash() if topology.has("edge") else "",
-        "api_fronts": fronts,
-        "front_bind": topology.listen_addresses(serves_other_hosts=edge.name != host.name),
-        # X-Forwarded-For is believed from the edge only: the client it names is the real one.
-        "trusted_proxies": [topology.address_from(edge)],
-    }
-
-
-@deploy("Reverse proxy (Caddy): TLS on the edge, the API front on API hosts")
+@deploy("Reverse proxy (Caddy): TLS on the edge")
 def reverse_proxy() -> None:
-    if not (topology.has("edge") or topology.has("api")):
+    if not topology.has("edge"):
+        # Hosts that held the API's front in Caddy before HAProxy took it (api_port): the port
+        # must be free before the balancer starts.
+        apt.packages(name="No Caddy off the edge", packages=["caddy"], present=False)
         return
     if host.get_fact(File, path=CADDYFILE) is None:
         files.put(
@@ -149,7 +137,7 @@ def reverse_proxy() -> None:
                 template="templates/Caddyfile.j2",
                 group="caddy",
                 mode="0640",
-                data=caddy_data(),
+                data={"basic_auth_hash": basic_auth_hash()},
             )
         ],
         check=(

@@ -7,6 +7,7 @@ from pyinfra.api import DeployError, deploy
 from tasks import (
     alertmanager,
     backup,
+    balancer,
     base,
     blackbox_exporter,
     database,
@@ -35,6 +36,7 @@ def validate_inputs() -> None:
         environment,
         release,
         proxy,
+        balancer,
         blackbox_exporter,
         prometheus,
         alertmanager,

@@ -1,23 +1,22 @@
 #!/usr/bin/env python3
 """Techno OS API releases on one host, without dropping a request (blue/green behind the local
-front: Caddy on api_port, on loopback and the host's private address).
+front: HAProxy on api_port, on loopback and the host's private address).
 
     techno-os-release release IMAGE   start IMAGE next to the live container, switch, drain
     techno-os-release rollback        the previous release's image, the same way
     techno-os-release status          the live release and the history, as JSON
     techno-os-release check IMAGE     exit 0 when IMAGE with today's env file is what serves
 
-The front forwards to both slot ports (loopback only), to the first that answers its health
-check, with one fresh connection per request and a retry on another slot when one refuses the
-connection; its config never changes during a release (a Caddy reload would pin its clients'
-open connections to the old config). A release: the new container starts on the free slot with
-the env file; once its /ready answers 200 (and the front has seen it healthy), the old container
-is drained: SIGTERM makes uvicorn close its port, so the front sends every new request to the new
-slot, and finish the requests it still serves (within stop_timeout). The new container then
-takes the name `techno-os-api`, so the runbook's `docker logs techno-os-api` and `docker restart
-techno-os-api` keep working. A new container that never gets ready is removed and the old one
-keeps serving: the command exits 1 with the reason and the container's last log lines. The
-images of the last `keep_releases` releases stay on the host; older ones are removed.
+The front forwards to both slot ports (loopback only), to the first that passes its health check
+(/health), and tries a request whose connection was refused on the other slot; its config never
+changes during a release. A release: the new container starts on the free slot with the env
+file; once its /ready answers 200 (and the front has seen it healthy), the old container is
+drained: its /health answers 503 (the drain file), so the front sends it nothing new, then
+SIGTERM lets uvicorn finish the requests it still serves (within stop_timeout). The new
+container then takes the name `techno-os-api`, so the runbook's `docker logs techno-os-api` and
+`docker restart techno-os-api` keep working. A new container that never gets ready is removed
+and the old one keeps serving: the command exits 1 with the reason and the container's last log
+lines. The images of the last `keep_releases` releases stay on the host; older ones are removed.
 
 Settings: /etc/techno-os/release.json (written by the deploy, tasks/release.py).
 Standard library only: it runs with the host's python3.

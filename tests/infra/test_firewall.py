@@ -12,7 +12,7 @@ pytestmark = pytest.mark.readonly
 
 # (client role, server role, port setting, what): the flows of the issue, and nothing else.
 FLOWS = [
-    ("edge", "api", "api_port", "Caddy on the edge -> the API front"),
+    ("edge", "api", "api_port", "the edge's balancer -> the API front"),
     ("api", "db", "db_port", "the API -> PostgreSQL"),
     ("edge", "any", "node_exporter_port", "Prometheus -> the node exporter"),
 ]
