@@ -50,7 +50,7 @@ async def test_each_status_is_classified_once_and_the_same_way(
             assert error["message"] == f"{provider} rejected the request: bad thing {status}"
             assert error["upstream_status"] == status
             assert response.headers["x-should-retry"] == "false"
-        for status in (401, 403):  # the operator's provider key: 502, do not retry
+        for status in (401, 402, 403):  # the operator's key or account: 502, do not retry
             standin.behave(status=status, dialect=dialect(provider))
             response = await post(client, provider, streamed)
             assert response.status_code == 502

@@ -72,7 +72,8 @@ PROVIDER_RATE_LIMITED: Final = ErrorKind(
 )
 # The provider's 400/404/422: the client's own request was refused; the provider is fine.
 CLIENT_ERROR: Final = ErrorKind("client_error", 400, "client_error", retryable=False)
-# The provider's 401/403: the operator's provider key is wrong; retrying cannot help.
+# The provider's 401/403 (and 402, billing): the operator's provider key or account is at fault;
+# retrying cannot help.
 PROVIDER_AUTH_ERROR: Final = ErrorKind(
     "provider_auth_error", 502, "provider_auth_error", retryable=False
 )

@@ -54,7 +54,8 @@ class ProviderHTTPError(ProviderError):
     """A non-2xx answer (or an error the provider sent inside a stream, with the status it
     stands for). `message` is the provider's own error message, redacted and bounded;
     `retry_after` the seconds its Retry-After (or Gemini's RetryInfo) asked for, if any;
-    `auth` that the provider refused the gateway's key (xAI says so with a 400)."""
+    `auth` that the provider refused the gateway's key or account: 401, 403, 402 (billing:
+    DeepSeek's balance, Anthropic's billing_error), or xAI's 400 for a wrong key."""
 
     def __init__(
         self,
@@ -69,7 +70,7 @@ class ProviderHTTPError(ProviderError):
         self.status_code = status_code
         self.message = message
         self.retry_after = retry_after
-        self.auth = auth or status_code in (401, 403)
+        self.auth = auth or status_code in (401, 402, 403)
         super().__init__(f"{provider} answered HTTP {status_code}: {message}")
 
 
