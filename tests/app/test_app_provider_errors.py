@@ -82,6 +82,31 @@ async def test_xai_refuses_a_wrong_key_with_a_400_that_is_an_auth_error(make_app
         assert await failures(client, "xai") == 0
 
 
+async def test_gemini_refuses_a_wrong_key_with_a_400_that_is_an_auth_error(make_app, standin):
+    standin.behave(
+        status=400,
+        body={
+            "error": {
+                "code": 400,
+                "message": "API key not valid. Please pass a valid API key.",
+                "status": "INVALID_ARGUMENT",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "API_KEY_INVALID",
+                    }
+                ],
+            }
+        },
+    )
+    async with make_app(veritta_llm_allowed_providers=ALL, **KEYS) as client:
+        for streamed in (False, True):
+            response = await post(client, "google", streamed)
+            assert response.status_code == 502
+            assert response.json()["error"]["type"] == "provider_auth_error"
+            assert "check GOOGLE_API_KEY" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_a_429_passes_its_retry_after_and_holds_the_circuit_open(
     make_app, standin, clock, provider

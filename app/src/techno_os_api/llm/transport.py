@@ -162,10 +162,16 @@ def error_message(body: Any) -> str:
     return "the provider's error body has no message"
 
 
-def _is_xai_key_error(body: Any) -> bool:
-    """xAI refuses a wrong key with a 400 whose `error` is a string: "Incorrect API key ..."."""
+def _is_key_error(body: Any) -> bool:
+    """A 400 that means the gateway's key is wrong: xAI's string `error` ("Incorrect API key
+    ..."), Gemini's `google.rpc.ErrorInfo` detail with reason API_KEY_INVALID."""
     error = body.get("error") if isinstance(body, dict) else None
-    return isinstance(error, str) and "api key" in error.lower()
+    if isinstance(error, str):
+        return "api key" in error.lower()
+    details = error.get("details") if isinstance(error, dict) else None
+    return isinstance(details, list) and any(
+        isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details
+    )
 
 
 class _Inflater:
@@ -378,7 +384,7 @@ class Transport:
             upstream.status,
             self.redact(message)[:MESSAGE_LIMIT] or f"HTTP {upstream.status}",
             retry_after,
-            auth=upstream.status == 400 and _is_xai_key_error(body),
+            auth=upstream.status == 400 and _is_key_error(body),
         )
 
     def stream_error(self, provider: str, status: int, body: Any) -> ProviderStreamError:
