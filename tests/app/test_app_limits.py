@@ -288,3 +288,40 @@ async def test_a_dead_instances_reservation_is_charged_in_full_after_its_hold(ma
         usage = await client.services.keys.usage(key)
     assert usage.reserved_usd == 0
     assert usage.spent_usd >= Decimal("0.25")
+
+
+# --- streams --------------------------------------------------------------------------------------
+async def test_a_stream_settles_once_with_the_usage_it_streamed(
+    make_app, standin, database, tmp_path
+):
+    # $1000 per million prompt tokens: the stream's 7 prompt tokens cost $0.007, whether or not
+    # the client asked for the usage chunk.
+    settings = {**OPENAI, "llm_prices_file": prices(tmp_path, 1000)}
+    async with make_app(**settings) as client:
+        key, secret = await budget_key(client, "1")
+        body = chat_body("openai/gpt", max_tokens=5, stream=True)
+        response = await client.http.post(URL, json=body, headers=bearer(secret))
+        assert response.text.endswith("data: [DONE]\n\n")
+        await client.services.admitter.flush()
+        rows = await usage_rows(database, key.id)
+    assert [(r["requests"], r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [
+        (1, 7, 11)
+    ]
+    assert sum(r["spent_usd"] for r in rows) == Decimal("0.007")
+
+
+async def test_a_stream_cut_short_is_charged_its_reservation(make_app, standin, database, tmp_path):
+    # Cut after the first chunks, before any usage: what it cost is unknown, so the call keeps
+    # its reservation's cost (its prompt estimate, far above the 7 tokens it would have cost).
+    standin.behave(text=("a ", "b ", "c"), fail_after=2, fail_mode="drop")
+    settings = {**OPENAI, "llm_prices_file": prices(tmp_path, 1000)}
+    async with make_app(**settings) as client:
+        key, secret = await budget_key(client, "1")
+        body = chat_body("openai/gpt", max_tokens=5, stream=True)
+        response = await client.http.post(URL, json=body, headers=bearer(secret))
+        assert '"stream_interrupted"' in response.text
+        await client.services.admitter.flush()
+        rows = await usage_rows(database, key.id)
+    assert sum(r["requests"] for r in rows) == 1
+    spent = sum(r["spent_usd"] for r in rows)
+    assert Decimal("0.02") < spent < Decimal("1")
