@@ -328,6 +328,28 @@ async def test_a_disconnect_releases_the_connection_slot(make_app, standin):
         assert response.status_code == 200
 
 
+async def test_a_stream_holds_its_connection_slot_until_it_ends(make_app, standin):
+    # LLM_MAX_CONNECTIONS=1: while one stream runs, the next call waits LLM_POOL_TIMEOUT_SECONDS
+    # for the slot, then gets 503 overloaded; the provider is not blamed.
+    standin.behave(text=tuple(f"w{i} " for i in range(8)), chunk_delay=0.1)
+    async with make_app(
+        veritta_llm_allowed_providers=ALL,
+        **KEYS,
+        llm_max_connections=1,
+        llm_pool_timeout_seconds=0.2,
+    ) as client:
+        running = asyncio.ensure_future(stream(client, model="openai/gpt"))
+        await asyncio.to_thread(standin.wait_count, 1)
+        refused = await client.http.post(URL, json=chat_body("openai/gpt"))
+        assert refused.status_code == 503
+        assert refused.json()["error"]["type"] == "overloaded"
+        assert refused.headers["Retry-After"] == "1"
+        assert events((await running).text)[-1] == "[DONE]"
+        assert await errors(client, "openai", "overloaded") == 1
+        assert await failures(client, "openai") == 0
+        assert (await client.http.post(URL, json=chat_body("openai/gpt"))).status_code == 200
+
+
 # --- fallbacks ----------------------------------------------------------------------------------
 FALLBACKS = {
     "veritta_llm_allowed_providers": ALL,
