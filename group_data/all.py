@@ -34,7 +34,10 @@ api_port = 8000
 api_slot_ports = [8001, 8002]
 api_ready_timeout_seconds = 120  # a new release that is not ready by then is not switched to
 api_drain_seconds = 3  # from the new release ready to stopping the old (the front sees it up)
-api_stop_timeout_seconds = 70  # SIGTERM to SIGKILL for the old release (uvicorn drains first)
+# After the drain, the old release gets SIGTERM: its requests in flight (streams) may run for
+# api_graceful_shutdown_seconds more, and it is killed at api_stop_timeout_seconds.
+api_graceful_shutdown_seconds = 60
+api_stop_timeout_seconds = 70
 keep_releases = 3  # images of the last releases kept on each host (`make rollback`)
 
 # --- Load balancing (HAProxy): the edge's balancer behind Caddy, and each API host's front ----

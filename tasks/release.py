@@ -38,6 +38,7 @@ DATA: DataRules = {
     ),
     "api_ready_timeout_seconds": (int, lambda v: v > 0, "a positive number of seconds"),
     "api_drain_seconds": ((int, float), lambda v: v >= 2, "a number of seconds >= 2"),
+    "api_graceful_shutdown_seconds": (int, lambda v: v > 0, "a positive number of seconds"),
     "api_stop_timeout_seconds": (int, lambda v: v > 0, "a positive number of seconds"),
     "keep_releases": (int, lambda v: 2 <= v <= 20, "a whole number from 2 to 20"),
 }
@@ -47,6 +48,11 @@ def check() -> None:
     check_data(DATA)
     if host.data.api_port in host.data.api_slot_ports:
         raise fail("group data `api_port` must differ from the `api_slot_ports`")
+    if host.data.api_stop_timeout_seconds <= host.data.api_graceful_shutdown_seconds:
+        raise fail(
+            "group data `api_stop_timeout_seconds` must exceed `api_graceful_shutdown_seconds`: "
+            "the old release is killed before its requests in flight are done"
+        )
 
 
 def settings() -> dict[str, object]:

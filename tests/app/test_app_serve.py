@@ -22,6 +22,7 @@ def test_one_uvicorn_worker_on_all_interfaces_by_default():
         settings.log_level,
         settings.api_access_log,
         settings.api_forwarded_allow_ips,
+        settings.api_graceful_shutdown_seconds,
     )
     assert argv[1:4] == ["-m", "uvicorn", "techno_os_api.main:app"]
     # X-Forwarded-For is believed from the local proxy only, never from any peer.
@@ -29,6 +30,8 @@ def test_one_uvicorn_worker_on_all_interfaces_by_default():
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
     assert argv[argv.index("--port") + 1] == "8000"
     assert argv[argv.index("--workers") + 1] == "1"
+    # Requests in flight (streams) get a minute after SIGTERM, shorter than a release's wait.
+    assert argv[argv.index("--timeout-graceful-shutdown") + 1] == "60"
 
 
 def test_serve_migrates_then_serves(database):

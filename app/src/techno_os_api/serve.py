@@ -15,7 +15,12 @@ from techno_os_api.core.config import SettingsError, load_settings
 
 
 def uvicorn_argv(
-    host: str, port: int, log_level: str, access_log: bool, forwarded_allow_ips: str
+    host: str,
+    port: int,
+    log_level: str,
+    access_log: bool,
+    forwarded_allow_ips: str,
+    graceful_shutdown_seconds: int = 60,
 ) -> list[str]:
     argv = [
         sys.executable,
@@ -35,7 +40,7 @@ def uvicorn_argv(
         "--forwarded-allow-ips",
         forwarded_allow_ips,
         "--timeout-graceful-shutdown",
-        "20",
+        str(graceful_shutdown_seconds),
     ]
     if not access_log:
         argv.append("--no-access-log")
@@ -63,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.log_level,
         settings.api_access_log,
         settings.api_forwarded_allow_ips,
+        settings.api_graceful_shutdown_seconds,
     )
     sys.stdout.flush()
     sys.stderr.flush()

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # Peers whose X-Forwarded-For is believed (uvicorn --forwarded-allow-ips): the proxy only.
     api_forwarded_allow_ips: str = "127.0.0.1"
+    # On SIGTERM (a release stopping the old container), how long requests in flight, streams
+    # included, may still run before uvicorn cuts them; the release waits longer than this.
+    api_graceful_shutdown_seconds: int = Field(default=60, ge=1)
     api_docs_enabled: bool = Field(default=False, description="serve /docs, /redoc, /openapi.json")
 
     # --- Client keys -------------------------------------------------------------------------
