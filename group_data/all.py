@@ -42,6 +42,7 @@ keep_releases = 3  # images of the last releases kept on each host (`make rollba
 
 # --- Load balancing (HAProxy): the edge's balancer behind Caddy, and each API host's front ----
 api_balancer_port = 8100  # the edge's balancer, on its loopback (Caddy's api. site sends to it)
+balancer_metrics_port = 8405  # HAProxy's Prometheus exporter (loopback; private for the edge)
 balancer_connect_timeout = "1s"  # then the request is tried on another host or slot
 balancer_idle_timeout = "10m"  # the longest silence within a request or an answer (streams)
 balancer_hard_stop_after = "15m"  # a reload's old process ends its requests by then

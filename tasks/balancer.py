@@ -22,6 +22,7 @@ ERROR_PAGES = ("techno-os-502.http", "techno-os-503.http", "techno-os-504.http")
 
 DATA: DataRules = {
     "api_balancer_port": (int, is_port, "a TCP port"),
+    "balancer_metrics_port": (int, is_port, "a TCP port"),
     "balancer_connect_timeout": (str, is_duration, "a duration such as 1s"),
     "balancer_idle_timeout": (str, is_duration, "a duration such as 5m"),
     "balancer_hard_stop_after": (str, is_duration, "a duration such as 15m"),
@@ -36,6 +37,8 @@ def check() -> None:
     taken = {data.api_port, *data.api_slot_ports}
     if topology.has("edge") and data.api_balancer_port in taken:
         raise fail("group data `api_balancer_port` must differ from `api_port` and the slots")
+    if data.balancer_metrics_port in taken | {data.api_balancer_port}:
+        raise fail("group data `balancer_metrics_port` must differ from the API's ports")
 
 
 def balancer_data() -> dict[str, object]:
@@ -48,7 +51,18 @@ def balancer_data() -> dict[str, object]:
             for api in topology.hosts_with("api")
         ],
         "front_bind": topology.listen_addresses(serves_other_hosts=edge.name != host.name),
+        # Prometheus runs on the edge.
+        "metrics_bind": topology.listen_addresses(serves_other_hosts=edge.name != host.name),
     }
+
+
+def targets() -> list[dict[str, str]]:
+    """Every HAProxy (edge and API hosts), as the edge's Prometheus reaches it."""
+    seen: dict[str, dict[str, str]] = {}
+    for member in [*topology.hosts_with("edge"), *topology.hosts_with("api")]:
+        address = f"{topology.address_from(member)}:{host.data.balancer_metrics_port}"
+        seen.setdefault(member.name, {"name": member.name, "address": address})
+    return list(seen.values())
 
 
 @deploy("Load balancing (HAProxy): the edge's balancer over the API hosts, each API host's front")

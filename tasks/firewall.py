@@ -58,6 +58,7 @@ def flows() -> list[topology.Flow]:
     allow(data.node_exporter_port, edge, "node exporter <- Prometheus (edge)")
     if topology.has("api"):
         allow(data.api_port, edge, "API front <- the edge's balancer")
+        allow(data.balancer_metrics_port, edge, "HAProxy metrics <- Prometheus (edge)")
     if topology.has("db"):
         allow(data.db_port, _addresses("api"), "PostgreSQL <- API hosts")
         allow(data.postgres_exporter_port, edge, "postgres exporter <- Prometheus (edge)")

@@ -8,7 +8,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
-from tasks import blackbox_exporter, postgres_exporter, topology
+from tasks import balancer, blackbox_exporter, postgres_exporter, topology
 from tasks.common import REPO, DataRules, check_data, check_with_tool, is_duration, render
 from tasks.services import ConfigFile, checked_config, keep_service
 
@@ -56,6 +56,7 @@ def targets() -> dict[str, list[dict[str, object]]]:
             for api in topology.hosts_with("api")
         ],
         "postgres_targets": postgres_exporter.targets(),
+        "haproxy_targets": balancer.targets(),
         "blackbox_address": data.blackbox_listen_address,
         "probes": blackbox_exporter.probes(),
         "node_targets": [

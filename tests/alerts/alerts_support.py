@@ -91,6 +91,9 @@ def render_prometheus_config() -> str:
         postgres_targets=[
             {"name": HOST_NAME, "address": f"{loopback}:{data['postgres_exporter_port']}"}
         ],
+        haproxy_targets=[
+            {"name": HOST_NAME, "address": f"{loopback}:{data['balancer_metrics_port']}"}
+        ],
         blackbox_address=data["blackbox_listen_address"],
         probes=[{"job": j, "module": m, "target": u, "url": u} for j, m, u in probes],
     )

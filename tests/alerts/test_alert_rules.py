@@ -50,6 +50,8 @@ REQUIRED = {
     # Issue 8: only known clients spend the provider accounts.
     "LLMSpendHigh",
     "APIAuthFailuresHigh",
+    # Issue 10: one API host may go; operators learn it.
+    "APIHostOutOfRotation",
 }
 # The watchdog alone has severity `none`: it is routed by name to the dead-man's switch, never
 # to the receivers of real alerts (templates/alertmanager.yml.j2).

@@ -59,6 +59,7 @@ def test_prometheus_config_has_the_contract_jobs_targets_and_intervals() -> None
         "techno-os-api",
         "node",
         "postgres",
+        "haproxy",
         "blackbox",
         "blackbox-health",
         "blackbox-redirect",
@@ -73,6 +74,7 @@ def test_prometheus_config_has_the_contract_jobs_targets_and_intervals() -> None
         "techno-os-api": ["127.0.0.1:8000"],
         "node": ["127.0.0.1:9100"],
         "postgres": ["127.0.0.1:9187"],
+        "haproxy": ["127.0.0.1:8405"],
         "blackbox": ["127.0.0.1:9115"],
         # The probes' targets are the URLs a client uses; the scrape goes to the exporter.
         "blackbox-health": ["https://api.verittadigital.com/health"],
@@ -337,8 +339,8 @@ MUTATIONS = {
         "monitoring.yml",
     ),
     "target down counting the API": (
-        'up{job=~"prometheus|alertmanager|postgres|blackbox"} == 0',
-        'up{job=~"prometheus|alertmanager|postgres|blackbox|techno-os-api"} == 0',
+        'up{job=~"prometheus|alertmanager|postgres|blackbox|haproxy"} == 0',
+        'up{job=~"prometheus|alertmanager|postgres|blackbox|haproxy|techno-os-api"} == 0',
         "monitoring.yml",
         "monitoring.yml",
     ),
@@ -383,6 +385,24 @@ MUTATIONS = {
         "        for: 9m45s\n",
         "clients.yml",
         "clients.yml",
+    ),
+    "target down without HAProxy": (
+        'up{job=~"prometheus|alertmanager|postgres|blackbox|haproxy"} == 0',
+        'up{job=~"prometheus|alertmanager|postgres|blackbox"} == 0',
+        "monitoring.yml",
+        "monitoring.yml",
+    ),
+    "host out of rotation for 2m -> 1m45s": (
+        'state="UP"} == 0\n        for: 2m\n',
+        'state="UP"} == 0\n        for: 1m45s\n',
+        "balancing.yml",
+        "balancing.yml",
+    ),
+    "host out of rotation looking at the fronts' slots too": (
+        'haproxy_server_status{job="haproxy", proxy="api_hosts", state="UP"} == 0',
+        'haproxy_server_status{job="haproxy", state="UP"} == 0',
+        "balancing.yml",
+        "balancing.yml",
     ),
 }
 

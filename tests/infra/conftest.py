@@ -50,6 +50,8 @@ SECTIONS = {
     "test_monitoring.py": "Alertas: banco, endpoint, hosts, o próprio monitoramento",
     "test_dashboards.py": "Painéis (console templates) [drill]",
     "test_tls_proxy.py": "Produção: proxy HTTPS (api., prometheus.)",
+    "test_balancer.py": "Balanceamento (HAProxy): borda e front de cada host da API",
+    "test_client_keys.py": "Chaves de cliente: limites, orçamento, revogação [drill]",
     "test_breakage.py": "Os checks falham quando algo quebra [drill]",
     "test_releases.py": "Releases, rollback e rotação de senha sem queda [drill]",
     "test_standin.py": "Stand-in do provider (self-test, local)",

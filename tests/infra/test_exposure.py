@@ -24,6 +24,9 @@ def expected_private_ports(t: Target, sandbox) -> set[int]:
         ports.add(int(t.cfg("node_exporter_port")))
         if t.has("api"):
             ports.add(int(t.cfg("api_port")))
+            ports.add(int(t.cfg("balancer_metrics_port")))
+        if t.has("db"):
+            ports.add(int(t.cfg("postgres_exporter_port")))
     if t.has("db") and others_with(sandbox, "api", t):
         ports.add(int(t.cfg("db_port")))
     return ports
@@ -59,6 +62,9 @@ def test_database_port_is_not_published_by_docker(target: Target) -> None:
 def test_the_api_front_and_slots_answer_on_loopback(target: Target) -> None:
     front = [a for a, p in target.listeners() if p == int(target.cfg("api_port"))]
     assert "127.0.0.1" in front, f"the API front does not listen on 127.0.0.1: {front}"
+    balancer = [a for a, p in target.listeners() if p == int(target.cfg("api_balancer_port"))]
+    if target.has("edge"):
+        assert balancer == ["127.0.0.1"], f"the edge's balancer listens on {balancer}"
     for port in target.cfg("api_slot_ports"):
         public = [a for a, p in target.listeners() if p == int(port) and not is_loopback(a)]
         assert not public, f"a release slot (port {port}) listens beyond loopback: {public}"
