@@ -2,9 +2,9 @@
 site with separate hosts would be. `make up-cluster` creates them and deploys this inventory to
 them in parallel; `make down-cluster` removes them. Every target takes INVENTORY=this file.
 
-    techno-os-edge      edge    Caddy (TLS, balances the API hosts), Prometheus, Alertmanager
+    techno-os-edge      edge    Caddy (TLS), HAProxy (the API hosts), Prometheus, Alertmanager
     techno-os-dbhost    db      PostgreSQL
-    techno-os-api1      api     the API (blue/green), behind its own local front on :8000
+    techno-os-api1      api     the API (blue/green), behind its own HAProxy front on :8000
     techno-os-api2      api
     techno-os-cbackup   backup  the pgBackRest repository
 """

@@ -3,7 +3,8 @@ a second host holds the backups. Spread the roles over several hosts with the va
 connection details come from the operator's SSH config (~/.ssh/config: User, IdentityFile,
 Port) or from TECHNO_OS_PROD_SSH_*; nothing personal or secret here.
 
-    TECHNO_OS_PROD_EDGE     the edge host (Caddy, Prometheus, Alertmanager): api.verittadigital.com
+    TECHNO_OS_PROD_EDGE     the edge host (Caddy, HAProxy, Prometheus, Alertmanager):
+                            api.verittadigital.com
     TECHNO_OS_PROD_DB       the database host (exactly one): the edge host
     TECHNO_OS_PROD_API      the API hosts, comma-separated (one or more): the edge host
     TECHNO_OS_PROD_BACKUP   the backup host (pgBackRest repository): backup.verittadigital.com
