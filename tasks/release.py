@@ -63,6 +63,9 @@ def settings() -> dict[str, object]:
         "mounts": [f"{data.backend_dir}/llm-prices.json:{PRICES_IN_CONTAINER}:ro"],
         "slots": data.api_slot_ports,
         "front": f"127.0.0.1:{data.api_port}",
+        # The front's runtime API (tasks/balancer.py): a release drains a slot through it.
+        "haproxy_socket": "/run/haproxy/admin.sock",
+        "front_backend": "api_slots",
         "ready_timeout": data.api_ready_timeout_seconds,
         "drain_seconds": data.api_drain_seconds,
         "drain_file": "/tmp/techno-os.draining",

@@ -30,6 +30,7 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -64,6 +65,21 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
         return exc.code, {}
     except (OSError, ValueError):
         return 0, {}
+
+
+def haproxy_command(path: str, command: str) -> str | None:
+    """One command on HAProxy's admin socket (its runtime API); None when nothing answers."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            sock.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace").strip()
+    except OSError:
+        return None
 
 
 class Releaser:
@@ -123,6 +139,8 @@ class Releaser:
         slot = slots[1] if live_slot == slots[0] else slots[0]
         say(f"starting {image} on slot {slot} (live: {live_slot or 'none'})")
         run("docker", "rm", "-f", self.next_name, check=False)
+        # A slot left in DRAIN (an interrupted release) would never get the new one's traffic.
+        self.set_slot_state(slot, "ready")
         self.start(self.next_name, image, slot)
         try:
             self.wait_ready(slot)
@@ -160,19 +178,37 @@ class Releaser:
             image,
         )  # fmt: skip
 
+    def slot_server(self, slot: int) -> str:
+        """The front's server for a slot port (templates/haproxy.cfg.j2: slot1, slot2...)."""
+        return f"{self.s['front_backend']}/slot{self.s['slots'].index(slot) + 1}"
+
+    def set_slot_state(self, slot: int, state: str) -> bool:
+        if slot not in self.s["slots"]:
+            return False
+        answer = haproxy_command(
+            self.s["haproxy_socket"], f"set server {self.slot_server(slot)} state {state}"
+        )
+        # The runtime API answers nothing on success, a message on an error.
+        return answer == ""
+
     def drain(self, live: dict[str, Any]) -> None:
-        """Take the old release out of the front's rotation, then stop it: its /health answers
-        503 once the drain file exists, the front sends it nothing new after its next health
-        checks, and SIGTERM lets uvicorn finish what it still serves (within stop_timeout)."""
-        touched = run(
+        """Take the old release out of the front's rotation, then stop it. The front is told at
+        once (its server goes to DRAIN: no new request, those in flight go on); the drain file
+        also turns the old release's /health to 503 for any other balancer that asks. SIGTERM
+        then lets uvicorn finish what it still serves (within stop_timeout)."""
+        slot = self.slot_of(live)
+        if not self.set_slot_state(slot, "drain"):
+            say(f"the front's runtime API did not take slot {slot} out; its health check will")
+        run(
             "docker", "exec", "--user", "techno", self.live_name,
             "touch", self.s["drain_file"], check=False,
         )  # fmt: skip
-        if touched.returncode == 0:
-            time.sleep(float(self.s["drain_seconds"]))
+        time.sleep(float(self.s["drain_seconds"]))
         grace = str(self.s["stop_timeout"])
         run("docker", "stop", "--time", grace, self.live_name, check=False)
         run("docker", "rm", "-f", self.live_name, check=False)
+        # Ready for the next release: with nothing on the port, the health check keeps it DOWN.
+        self.set_slot_state(slot, "ready")
 
     def wait_ready(self, slot: int) -> None:
         deadline = time.monotonic() + float(self.s["ready_timeout"])

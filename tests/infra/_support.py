@@ -94,6 +94,8 @@ def wait_until(
 
 # --- the inventory (pyinfra's own loader, shared with tools/) -----------------------------------
 sys.path.insert(0, str(REPO / "tools"))
+# The deploy's own helpers (tasks/), where a check must agree with what the deploy does.
+sys.path.insert(1, str(REPO))
 from inventory import InventoryHost  # noqa: E402
 from inventory import load_inventory as _load  # noqa: E402
 

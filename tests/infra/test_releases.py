@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tasks.database import scram_matches  # (tasks/ is on sys.path through conftest, _support)
+
 from ._load import LoadResult, steady_load
 from ._support import REPO, Target, inventory_path, wait_until
 
@@ -159,7 +161,20 @@ def test_a_release_that_never_gets_ready_is_not_switched_to(
     assert restored.returncode == 0, output(restored)
 
 
-def password_works(db: Target, password: str) -> bool:
+def role_password_is(db: Target, password: str) -> bool:
+    """Whether the role's stored SCRAM verifier was made from `password`: the check an old
+    password no longer works, without a failed login (which the database logs as FATAL, and the
+    nightly verification rightly flags)."""
+    verifier = db.check(
+        "docker exec %s psql -qtAX -U %s -d postgres -c %s",
+        db.cfg("db_container"),
+        db.cfg("db_user"),
+        f"SELECT rolpassword FROM pg_authid WHERE rolname = '{db.cfg('db_user')}'",
+    )
+    return scram_matches(verifier, password)
+
+
+def login_succeeds(db: Target, password: str) -> bool:
     result = db.run(
         "docker exec -e PGPASSWORD=%s %s psql -h 127.0.0.1 -U %s -d %s -tAc 'SELECT 1'",
         password,
@@ -182,8 +197,8 @@ def test_a_database_password_rotation_drops_no_request(
             rotated = deploy(env={"DB_PASSWORD": new})  # the environment wins over the file
             time.sleep(SETTLE_SECONDS)
         assert rotated.returncode == 0, output(rotated)
-        assert password_works(db, new), "the role does not accept the new password"
-        assert not password_works(db, old), "the role still accepts the old password"
+        assert login_succeeds(db, new), "the role does not accept the new password"
+        assert not role_password_is(db, old), "the role still accepts the old password"
         for api in apis:
             assert live(api)["env"]["DB_PASSWORD"] == new, f"{api.name} runs the old password"
         report(capsys, record_property, "password_rotation", load)
@@ -194,7 +209,7 @@ def test_a_database_password_rotation_drops_no_request(
             restored = deploy()  # back to the secrets file's password
             time.sleep(SETTLE_SECONDS)
         assert restored.returncode == 0, output(restored)
-        assert password_works(db, old)
+        assert login_succeeds(db, old)
         report(capsys, record_property, "password_rotation_back", back)
         assert not back.failed, back.summary()
 
