@@ -107,3 +107,19 @@ def test_db_logs_have_no_error_lines_since_start(target: Target) -> None:
 @pytest.mark.role("db")
 def test_pg_isready_says_accepting_connections(target: Target) -> None:
     check_pg_isready(target)
+
+
+@pytest.mark.role("api")
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/chat/completions"), ("GET", "/preferences/x"), ("GET", "/llm/providers")],
+)
+def test_anonymous_api_calls_are_refused_on_loopback(
+    target: Target, method: str, path: str
+) -> None:
+    """The front on the API host (what the runbook curls) asks for a client key too: nothing
+    behind the edge's proxy trusts the network."""
+    body = {"model": "fake/echo", "messages": [{"role": "user", "content": "x"}]}
+    response = target.api(method, path, body if method == "POST" else None, key=None)
+    assert response.status == 401, f"anonymous {method} {path} on loopback: {response.status}"
+    assert response.json()["error"]["type"] == "invalid_api_key"
