@@ -21,21 +21,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pydantic
 import pytest
+from anthropic.types import Message, RawMessageStreamEvent
+from anthropic.types.shared import ErrorResponse as AnthropicErrorResponse
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as gtypes
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.shared import ErrorObject as OpenAIErrorObject
 from standin import Behaviour, StandIn, ToolCall, wire
-
-# The other providers' SDKs are test-only dependencies (pip install anthropic google-genai).
-anthropic = pytest.importorskip("anthropic", reason="pip install anthropic")
-genai = pytest.importorskip("google.genai", reason="pip install google-genai")
-from anthropic.types import Message, RawMessageStreamEvent  # noqa: E402
-from anthropic.types.shared import ErrorResponse as AnthropicErrorResponse  # noqa: E402
-from google.genai import errors as genai_errors  # noqa: E402
-from google.genai import types as gtypes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DIALECT_FIELDS = {
