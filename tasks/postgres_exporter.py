@@ -125,13 +125,15 @@ def postgres_exporter() -> None:
     ]
     # Before the package, so its first start already connects as the monitoring role and
     # listens where it should (dpkg keeps an existing conffile: pyinfra passes --force-confold).
+    # Mode 0640 and no owner: the package's postinst makes it prometheus:prometheus 0640, and
+    # a deploy that asked for anything else would undo that on every run.
     changed = [
         files.template(
             name=f"Postgres exporter: role {data.postgres_exporter_role}, listens on "
             f"{', '.join(listen)} ({DEFAULTS_FILE})",
             src="templates/postgres-exporter.default.j2",
             dest=DEFAULTS_FILE,
-            mode="0644",
+            mode="0640",
             listen=listen,
             password_file=PASSWORD_FILE,
             queries_file=QUERIES_FILE,
