@@ -50,6 +50,8 @@ REQUIRED = {
     # Issue 8: only known clients spend the provider accounts.
     "LLMSpendHigh",
     "APIAuthFailuresHigh",
+    # Issue 9: a provider refusing the gateway's own key or account.
+    "LLMProviderAuthError",
 }
 # The watchdog alone has severity `none`: it is routed by name to the dead-man's switch, never
 # to the receivers of real alerts (templates/alertmanager.yml.j2).

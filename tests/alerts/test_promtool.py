@@ -384,6 +384,49 @@ MUTATIONS = {
         "clients.yml",
         "clients.yml",
     ),
+    # --- issue 9: the providers' accounts
+    "provider auth errors > 0 -> > 1": (
+        "          ) > 0\n",
+        "          ) > 1\n",
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors over [4m]": (
+        '{error_type="provider_auth_error"}[5m]',
+        '{error_type="provider_auth_error"}[4m]',
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors over [6m]": (
+        '{error_type="provider_auth_error"}[5m]',
+        '{error_type="provider_auth_error"}[6m]',
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors counting the provider's failures": (
+        '{error_type="provider_auth_error"}',
+        '{error_type=~"provider_auth_error|provider_error"}',
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors on the counter's value, not its increase": (
+        'increase(llm_errors_total{error_type="provider_auth_error"}[5m])',
+        'llm_errors_total{error_type="provider_auth_error"}',
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors per instance": (
+        "sum by (provider) (",
+        "sum by (provider, instance) (",
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors severity warning": (
+        "          severity: critical\n",
+        "          severity: warning\n",
+        "providers.yml",
+        "providers.yml",
+    ),
 }
 
 
