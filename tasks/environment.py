@@ -34,6 +34,13 @@ from tasks.common import (
 
 # Where the API container finds the price overrides (mounted read-only by techno-os-release).
 PRICES_IN_CONTAINER = "/etc/techno-os/llm-prices.json"
+# Variables of the .env named in the API's start-up errors, and the group data they come from.
+FROM_GROUP_DATA = {
+    "VERITTA_LLM_ALLOWED_PROVIDERS": "llm_allowed_providers",
+    "LLM_PROVIDER": "llm_provider",
+    "LLM_FALLBACKS": "llm_fallbacks",
+    "LLM_STREAM_IDLE_TIMEOUT_SECONDS": "llm_stream_idle_timeout_seconds",
+}
 # LLM_FALLBACKS' own separators (`a=b/m,c/m;d=...`), which no name or model may contain.
 _FALLBACK_SEPARATORS = set(";,= \t\n\"'$`\\")
 
@@ -185,9 +192,14 @@ def _check_with_the_release() -> None:
         message = result.stderr.strip().splitlines()
         for value in secrets().values():
             message = [line.replace(value, "<secret>") for line in message]
+        hints = [
+            f"  ({variable} comes from group data `{name}`)"
+            for variable, name in FROM_GROUP_DATA.items()
+            if any(variable in line for line in message)
+        ]
         raise fail(
             f"the API of release {artifact().version} refuses this environment:\n"
-            + "\n".join(message[-12:])
+            + "\n".join(message[-12:] + hints)
         )
     _check_read_back(json.loads(result.stdout.strip().splitlines()[-1]))
 
