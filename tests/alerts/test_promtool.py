@@ -219,8 +219,23 @@ MUTATIONS = {
         "llm.yml",
     ),
     "error ratio counting circuit_open": (
-        'error_type=~"provider_error|timeout"',
-        'error_type=~"provider_error|timeout|circuit_open"',
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted"',
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted|circuit_open"',
+        "llm.yml",
+    ),
+    "error ratio without the provider's 429": (
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted"',
+        'error_type=~"provider_error|timeout|stream_interrupted"',
+        "llm.yml",
+    ),
+    "error ratio without interrupted streams": (
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted"',
+        'error_type=~"provider_error|timeout|rate_limited"',
+        "llm.yml",
+    ),
+    "error ratio counting refused provider keys": (
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted"',
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted|provider_auth_error"',
         "llm.yml",
     ),
     "circuit OPEN only (== 1)": (
