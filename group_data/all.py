@@ -147,6 +147,16 @@ llm_circuit_failure_threshold = 3
 llm_circuit_cooldown_seconds = 60
 # Provider -> base URL override (e.g. a regional endpoint or a proxy); empty uses the default.
 llm_base_urls: dict[str, str] = {}
+# Fallbacks (LLM_FALLBACKS): provider -> ordered alternatives "provider/model", tried when the
+# provider's circuit is open or its call fails (timeout, 5xx, 429, connection) before any
+# streamed chunk; never after a 4xx or a content filter. Each alternative must be in
+# llm_allowed_providers (so it has its key); the deploy and the API's start-up refuse others.
+# e.g. {"openai": ["anthropic/claude-3-5-haiku-latest", "google/gemini-2.0-flash"]}
+llm_fallbacks: dict[str, list[str]] = {}
+# Longest silence between two events of a streamed answer before it is cut (stream_interrupted);
+# the wait for the first one is llm_timeout_seconds. The proxies' idle timeouts
+# (balancer_idle_timeout) must be longer.
+llm_stream_idle_timeout_seconds = 30
 
 # --- Client keys, limits and spend (python -m techno_os_api.keys; `make api-key`) ------------
 # Defaults of every key (a key's own values win): the models it may call (empty: any allowed
@@ -171,5 +181,7 @@ secrets_file = "secrets/{group}.env"
 # --- Safety --------------------------------------------------------------------------------
 # Drills (stop services, inject faults, restore backups) run only where this is True.
 disposable = False
-# The LLM provider stand-in of the drills (compose profile "sandbox"); never on production.
+# The LLM provider stand-in of the drills (tasks/standin.py); never on production. It plays the
+# providers listed here (their base URLs point at it, each gets a generated dummy key).
 llm_standin = False
+llm_standin_providers = ["openai"]

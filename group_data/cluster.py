@@ -5,7 +5,11 @@ on each API host, the sandbox's webhook sink and a local CA, exactly as the sing
 disposable = True
 llm_standin = True
 # `openai` is served by the stand-in on each API host's loopback (tasks/standin.py).
-llm_allowed_providers = ["fake", "openai"]
+llm_allowed_providers = ["fake", "openai", "anthropic"]
+# `anthropic` too, by the same stand-in in Anthropic's wire format (a generated dummy key), so a
+# fallback can be drilled: anthropic's calls go to openai when its circuit is open or it fails.
+llm_fallbacks = {"anthropic": ["openai/gpt-4o-mini"]}
+llm_standin_providers = ["openai", "anthropic"]
 
 alert_webhook_url = "http://127.0.0.1:9095/alerts"
 alert_webhook_sink = True

@@ -4,7 +4,11 @@ disposable = True
 llm_standin = True
 # `openai` is served by the stand-in on the API host's loopback (tasks/standin.py), so drills
 # exercise a real provider path (HTTP, breaker, timeout) without leaving the machine.
-llm_allowed_providers = ["fake", "openai"]
+llm_allowed_providers = ["fake", "openai", "anthropic"]
+# `anthropic` too, by the same stand-in in Anthropic's wire format (a generated dummy key), so a
+# fallback can be drilled: anthropic's calls go to openai when its circuit is open or it fails.
+llm_fallbacks = {"anthropic": ["openai/gpt-4o-mini"]}
+llm_standin_providers = ["openai", "anthropic"]
 
 # Alerting and exposure: quick notifications for the drills, captured by the sandbox's webhook
 # sink; the proxy serves techno-os.test with Caddy's local CA (tests trust its root).

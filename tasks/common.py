@@ -48,6 +48,12 @@ def is_duration(value: str) -> bool:
     return re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", value) is not None
 
 
+def duration_seconds(value: str) -> float:
+    """A duration of the services' configs (`is_duration`: 1m30s, 500ms, 10m) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", value))
+
+
 def is_port(value: int) -> bool:
     return 0 < value < 65536
 

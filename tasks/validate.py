@@ -18,6 +18,7 @@ from tasks import (
     prometheus,
     proxy,
     release,
+    standin,
     topology,
 )
 
@@ -33,6 +34,7 @@ def validate_inputs() -> None:
         images,
         database,
         postgres_exporter,
+        standin,
         environment,
         release,
         proxy,

@@ -5,6 +5,7 @@ Standard library only (it runs with the API image's python3). One port serves th
 and a control endpoint that switches its behaviour at run time:
 
     POST /_control {"mode": "ok" | "fail500" | "fail429" | "hang", "hang_seconds": N,
+                    "format_modes": {"openai" | "anthropic" | "gemini": MODE, ...},
                     "stream_fail_after": N | null, "stream_fail_mode": "drop" | "reset" |
                     "error" | "hang", "chunk_delay": S, "first_chunk_delay": S,
                     "reset": true}                       -> the new state
@@ -20,6 +21,8 @@ and a control endpoint that switches its behaviour at run time:
         fail500  500, the provider's error body
         fail429  429, the provider's rate-limit error with Retry-After
         hang     waits hang_seconds, then answers as "ok" (if the caller is still there)
+    A wire format named in format_modes answers in its own mode instead (one provider down,
+    another up: the fallback drills); {"format_modes": {}} puts them all back on `mode`.
     GET  /health                                          -> {"status": "ok"}
 
 A request with `"stream": true` (OpenAI, Anthropic) or to :streamGenerateContent (Gemini) gets
@@ -30,7 +33,8 @@ before each other. With stream_fail_after N the stream fails after N chunks (SSE
 provider's in-stream error event (Anthropic `event: error` overloaded_error), or hang.
 
 `requests` counts the provider requests received (in every mode), so a drill can tell a call
-that reached the provider from one the circuit breaker rejected. `streams` counts the streamed
+that reached the provider from one the circuit breaker rejected; `requests_by_format` splits
+them by wire format (which provider API was called). `streams` counts the streamed
 answers begun; `disconnects` the streams whose client closed the connection before the end, and
 `last_disconnect` describes the last one: its path, `chunks_sent`, `seconds_after_last_chunk`
 (how long after the last chunk sent the stand-in saw the connection closed; it looks every
@@ -65,6 +69,7 @@ except ImportError:  # pragma: no cover (deployed without it: legacy OpenAI answ
     wire = None  # type: ignore[assignment]
 
 MODES = ("ok", "fail500", "fail429", "hang")
+FORMATS = ("openai", "anthropic", "gemini")  # provider_wire's OPENAI, ANTHROPIC, GEMINI
 STREAM_FAIL_MODES = ("drop", "reset", "error", "hang")
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 COMPLETION_TEXT = "stand-in reply"
@@ -74,10 +79,17 @@ DEFAULTS: dict[str, Any] = {
     "stream_fail_mode": "drop",
     "chunk_delay": 0.0,
     "first_chunk_delay": 0.0,
+    "format_modes": {},
+    "requests_by_format": {},
     "streams": 0,
     "disconnects": 0,
     "last_disconnect": None,
 }
+
+
+def _copy(value: Any) -> Any:
+    """A snapshot's own copy of a mutable field (the threads keep changing the original)."""
+    return dict(value) if isinstance(value, dict) else value
 
 
 def _seconds(body: dict, name: str) -> float | None:
@@ -101,6 +113,8 @@ class Control:
         self.stream_fail_mode = "drop"
         self.chunk_delay = 0.0
         self.first_chunk_delay = 0.0
+        self.format_modes: dict[str, str] = {}
+        self.requests_by_format: dict[str, int] = {}
         self.streams = 0
         self.disconnects = 0
         self.last_disconnect: dict[str, Any] | None = None
@@ -112,7 +126,7 @@ class Control:
                 "hang_seconds": self.hang_seconds,
                 "requests": self.requests,
             }
-            extra = {name: getattr(self, name) for name in DEFAULTS}
+            extra = {name: _copy(getattr(self, name)) for name in DEFAULTS}
         if not full:
             extra = {k: v for k, v in extra.items() if v != DEFAULTS[k]}
         return state | extra
@@ -132,6 +146,16 @@ class Control:
         fail_mode = body.get("stream_fail_mode")
         if fail_mode is not None and fail_mode not in STREAM_FAIL_MODES:
             raise ValueError(f"stream_fail_mode must be one of {', '.join(STREAM_FAIL_MODES)}")
+        format_modes = body.get("format_modes")
+        if format_modes is not None and (
+            not isinstance(format_modes, dict)
+            or not set(format_modes) <= set(FORMATS)
+            or not set(format_modes.values()) <= set(MODES)
+        ):
+            raise ValueError(
+                f"format_modes must map wire formats ({', '.join(FORMATS)}) to modes "
+                f"({', '.join(MODES)})"
+            )
         with self._lock:
             if mode is not None:
                 self.mode = mode
@@ -145,17 +169,21 @@ class Control:
                 self.stream_fail_after = fail_after
             if fail_mode is not None:
                 self.stream_fail_mode = fail_mode
+            if format_modes is not None:
+                self.format_modes = dict(format_modes)
             if body.get("reset"):
                 self.requests = 0
+                self.requests_by_format = {}
                 self.streams = 0
                 self.disconnects = 0
                 self.last_disconnect = None
         return self.snapshot()
 
-    def count_request(self) -> tuple[str, float]:
+    def count_request(self, fmt: str) -> tuple[str, float]:
         with self._lock:
             self.requests += 1
-            return self.mode, self.hang_seconds
+            self.requests_by_format[fmt] = self.requests_by_format.get(fmt, 0) + 1
+            return self.format_modes.get(fmt, self.mode), self.hang_seconds
 
     def stream_settings(self) -> dict[str, Any]:
         with self._lock:
@@ -319,7 +347,7 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def _llm(self, fmt: str, body: dict) -> None:
-        mode, hang_seconds = self.control.count_request()
+        mode, hang_seconds = self.control.count_request(fmt)
         if not self._authorized(fmt):
             self._send(401, _error_body(fmt, 401, "missing API key", "invalid_api_key"))
             return

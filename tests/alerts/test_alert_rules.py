@@ -52,6 +52,8 @@ REQUIRED = {
     "APIAuthFailuresHigh",
     # Issue 10: one API host may go; operators learn it.
     "APIHostOutOfRotation",
+    # Issue 9: a provider refusing the gateway's own key or account.
+    "LLMProviderAuthError",
 }
 # The watchdog alone has severity `none`: it is routed by name to the dead-man's switch, never
 # to the receivers of real alerts (templates/alertmanager.yml.j2).

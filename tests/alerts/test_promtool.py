@@ -221,8 +221,23 @@ MUTATIONS = {
         "llm.yml",
     ),
     "error ratio counting circuit_open": (
-        'error_type=~"provider_error|timeout"',
-        'error_type=~"provider_error|timeout|circuit_open"',
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted"',
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted|circuit_open"',
+        "llm.yml",
+    ),
+    "error ratio without the provider's 429": (
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted"',
+        'error_type=~"provider_error|timeout|stream_interrupted"',
+        "llm.yml",
+    ),
+    "error ratio without interrupted streams": (
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted"',
+        'error_type=~"provider_error|timeout|rate_limited"',
+        "llm.yml",
+    ),
+    "error ratio counting refused provider keys": (
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted"',
+        'error_type=~"provider_error|timeout|rate_limited|stream_interrupted|provider_auth_error"',
         "llm.yml",
     ),
     "circuit OPEN only (== 1)": (
@@ -403,6 +418,49 @@ MUTATIONS = {
         'haproxy_server_status{job="haproxy", state="UP"} == 0',
         "balancing.yml",
         "balancing.yml",
+    ),
+    # --- issue 9: the providers' accounts
+    "provider auth errors > 0 -> > 1": (
+        "          ) > 0\n",
+        "          ) > 1\n",
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors over [4m]": (
+        '{error_type="provider_auth_error"}[5m]',
+        '{error_type="provider_auth_error"}[4m]',
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors over [6m]": (
+        '{error_type="provider_auth_error"}[5m]',
+        '{error_type="provider_auth_error"}[6m]',
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors counting the provider's failures": (
+        '{error_type="provider_auth_error"}',
+        '{error_type=~"provider_auth_error|provider_error"}',
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors on the counter's value, not its increase": (
+        'increase(llm_errors_total{error_type="provider_auth_error"}[5m])',
+        'llm_errors_total{error_type="provider_auth_error"}',
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors per instance": (
+        "sum by (provider) (",
+        "sum by (provider, instance) (",
+        "providers.yml",
+        "providers.yml",
+    ),
+    "provider auth errors severity warning": (
+        "          severity: critical\n",
+        "          severity: warning\n",
+        "providers.yml",
+        "providers.yml",
     ),
 }
 

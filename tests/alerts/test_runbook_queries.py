@@ -23,7 +23,11 @@ t=0, so every rate() over a fully covered window is exact. Per second:
     both     p99 = 20 + 10 * (198 - 196) / (200 - 196) = 25
 
     tokens    openai prompt 20/s, completion 10/s; anthropic prompt 4/s, completion 2/s
-    errors    openai provider_error 1/s, timeout 2/s; 5 circuit_open rejections at 2m
+    errors    openai provider_error 1/s, timeout 2/s, stream_interrupted 1 per scrape;
+              5 circuit_open rejections at 2m
+    fallback  anthropic -> openai 3 per scrape (60 in 5 minutes)
+    first token (openai, per scrape)  le=0.1 0, le=0.5 1200, le=1 1500, +Inf 1500:
+              p95 = 0.5 + 0.5 * (1425 - 1200) / (1500 - 1200) = 0.875
     circuit   openai OPEN 2m..2m45s, HALF_OPEN 3m, CLOSED from 3m15s; anthropic CLOSED
     backup    last success at Unix time -3000 (50 minutes before the test starts)
 """
@@ -85,6 +89,7 @@ def _series() -> list[dict[str, str]]:
     for error_type, values in (
         ("provider_error", "0+15x80"),
         ("timeout", "0+30x80"),
+        ("stream_interrupted", "0+1x80"),
         ("circuit_open", "0x7 5x72"),
     ):
         series.append(
@@ -94,7 +99,20 @@ def _series() -> list[dict[str, str]]:
                 "values": values,
             }
         )
+    for le, step in (("0.1", 0), ("0.5", 1200), ("1", 1500), ("+Inf", 1500)):
+        series.append(
+            {
+                "series": "llm_time_to_first_token_seconds_bucket"
+                f'{{{API}, provider="openai", le="{le}"}}',
+                "values": f"0+{step}x80",
+            }
+        )
     series += [
+        {
+            "series": "llm_fallbacks_total"
+            f'{{{API}, from_provider="anthropic", to_provider="openai"}}',
+            "values": "0+3x80",
+        },
         {"series": f'llm_circuit_state{{{API}, provider="openai"}}', "values": "0x7 1x3 2 0x68"},
         {"series": f'llm_circuit_state{{{API}, provider="anthropic"}}', "values": "0x80"},
         # The last good backup ended 50 minutes before t=0 (Unix time -3000).
@@ -137,9 +155,13 @@ CORRECTED: dict[str, list[dict[str, Any]]] = {
         samples(
             ('{provider="openai", error_type="provider_error"}', 600),
             ('{provider="openai", error_type="timeout"}', 1200),
+            ('{provider="openai", error_type="stream_interrupted"}', 40),
             ('{provider="openai", error_type="circuit_open"}', 5),
         )
     ],
+    "fallbacks_last_5m": [samples(('{from_provider="anthropic", to_provider="openai"}', 60))],
+    "stream_interruptions_last_5m": [samples(('{provider="openai"}', 20))],
+    "time_to_first_token_p95": [samples(('{provider="openai"}', 0.875))],
     "errors_provider_error_rate": [
         samples((f'{{{API}, provider="openai", error_type="provider_error"}}', 1))
     ],

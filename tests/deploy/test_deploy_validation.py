@@ -79,9 +79,57 @@ def test_wrong_type_in_group_data_stops_the_deploy(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("untouched_host")
 def test_allowed_real_provider_without_key_stops_the_deploy(tmp_path: Path) -> None:
-    extra = group_data_dir(tmp_path, 'llm_allowed_providers = ["fake", "openai", "anthropic"]\n')
-    env = {"ANTHROPIC_API_KEY": ""}
-    assert_refused(deploy("--group-data", extra, env=env), "ANTHROPIC_API_KEY")
+    # google: a provider the sandbox's stand-in does not play, so no dummy key is generated.
+    extra = group_data_dir(
+        tmp_path, 'llm_allowed_providers = ["fake", "openai", "anthropic", "google"]\n'
+    )
+    env = {"GOOGLE_API_KEY": ""}
+    assert_refused(deploy("--group-data", extra, env=env), "GOOGLE_API_KEY")
+
+
+@pytest.mark.usefixtures("untouched_host")
+def test_a_fallback_outside_the_allowlist_stops_the_deploy(tmp_path: Path) -> None:
+    extra = group_data_dir(
+        tmp_path,
+        'llm_fallbacks = {"anthropic": ["openai/gpt-4o-mini", "google/gemini-2.0-flash"]}\n',
+    )
+    run = deploy("--group-data", extra)
+    assert_refused(
+        run, "LLM_FALLBACKS", "google", "not in VERITTA_LLM_ALLOWED_PROVIDERS", "`llm_fallbacks`"
+    )
+
+
+@pytest.mark.usefixtures("untouched_host")
+def test_a_fallback_without_its_providers_key_stops_the_deploy(tmp_path: Path) -> None:
+    extra = group_data_dir(
+        tmp_path,
+        'llm_allowed_providers = ["fake", "openai", "anthropic", "google"]\n'
+        'llm_fallbacks = {"anthropic": ["google/gemini-2.0-flash"]}\n',
+    )
+    assert_refused(deploy("--group-data", extra, env={"GOOGLE_API_KEY": ""}), "GOOGLE_API_KEY")
+
+
+@pytest.mark.usefixtures("untouched_host")
+@pytest.mark.parametrize(
+    ("chains", "named"),
+    [
+        ('{"anthropic": ["openai"]}', "`provider/model`"),
+        ('{"anthropic": ["anthropic/claude-3-5-haiku-latest"]}', "same provider"),
+        ('{"anthropic": "openai/gpt-4o-mini"}', "group data `llm_fallbacks`"),
+        ('{"anthropic": ["openai/gpt 4o"]}', "group data `llm_fallbacks`"),
+    ],
+    ids=["no-model", "to-itself", "not-a-list", "separator-in-a-name"],
+)
+def test_a_malformed_fallback_chain_stops_the_deploy(tmp_path: Path, chains, named) -> None:
+    extra = group_data_dir(tmp_path, f"llm_fallbacks = {chains}\n")
+    assert_refused(deploy("--group-data", extra), named)
+
+
+@pytest.mark.usefixtures("untouched_host")
+def test_a_stream_idle_timeout_beyond_haproxys_stops_the_deploy(tmp_path: Path) -> None:
+    extra = group_data_dir(tmp_path, "llm_stream_idle_timeout_seconds = 120\n")
+    run = deploy("--group-data", extra, "--data", "balancer_idle_timeout=2m")
+    assert_refused(run, "llm_stream_idle_timeout_seconds", "balancer_idle_timeout")
 
 
 @pytest.mark.usefixtures("untouched_host")

@@ -98,6 +98,7 @@ sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(1, str(REPO))
 from inventory import InventoryHost  # noqa: E402
 from inventory import load_inventory as _load  # noqa: E402
+from inventory import ssh_argv as ssh_argv  # noqa: E402  (for the drills' SSH tunnel)
 
 
 @cache
@@ -107,6 +108,19 @@ def inventory_path() -> str:
 
 def load_inventory(path: str | None = None) -> tuple[InventoryHost, ...]:
     return _load(path or inventory_path())
+
+
+# --- the operators' key tool ------------------------------------------------------------------
+def api_key_tool(*args: str) -> dict[str, Any]:
+    """`make api-key ARGS=...` (tools/api_key.py) against the inventory; its JSON answer."""
+    import subprocess
+
+    run = subprocess.run(
+        [sys.executable, "tools/api_key.py", inventory_path(), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, f"api_key.py {args[0]}: exit {run.returncode}: {run.stderr[-800:]}"
+    return json.loads(run.stdout)
 
 
 # --- HTTP through curl on the host ------------------------------------------------------------

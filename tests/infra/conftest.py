@@ -42,6 +42,7 @@ SECTIONS = {
     "test_prometheus.py": "Prometheus (standalone)",
     "test_metrics.py": "Métricas LLM e queries PromQL",
     "test_circuit_breaker.py": "Diagnóstico circuit breaker [drill]",
+    "test_streaming.py": "Streaming e fallbacks pelo proxy [drill]",
     "test_backup_restore.py": "Backup e restore",
     "test_cron_and_env.py": "Configurar cron; variáveis env obrigatórias",
     "test_exposure.py": "Exposição: portas só em loopback",

@@ -6,9 +6,6 @@ Each drill prints what a client felt (answers by status, seconds to revocation).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +15,7 @@ from typing import Any
 import pytest
 
 from ._load import public_calls
-from ._support import REPO, Target, inventory_path, wait_until
+from ._support import Target, api_key_tool, wait_until
 
 pytestmark = pytest.mark.drill
 
@@ -38,15 +35,6 @@ PRICED_CHAT = {
         "messages": [{"role": "user", "content": "count the budget down"}],
     },
 }
-
-
-def api_key_tool(*args: str) -> dict[str, Any]:
-    run = subprocess.run(
-        [sys.executable, "tools/api_key.py", inventory_path(), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, f"api_key.py {args[0]}: exit {run.returncode}: {run.stderr[-800:]}"
-    return json.loads(run.stdout)
 
 
 @pytest.fixture(scope="module")

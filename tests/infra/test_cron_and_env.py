@@ -183,6 +183,43 @@ def test_every_allowed_real_provider_has_an_api_key(target: Target) -> None:
     assert not missing, f"allowed provider(s) without a key: {missing}"
 
 
+def fallback_chains(raw: str) -> dict[str, list[str]]:
+    """LLM_FALLBACKS (`openai=anthropic/m,google/m;xai=...`) as provider -> alternatives."""
+    chains = {}
+    for entry in filter(None, (e.strip() for e in raw.split(";"))):
+        source, _, targets = entry.partition("=")
+        chains[source.strip()] = [t.strip() for t in targets.split(",") if t.strip()]
+    return chains
+
+
+@pytest.mark.role("api")
+def test_fallbacks_are_the_group_datas_and_go_only_to_allowed_providers_with_keys(
+    target: Target,
+) -> None:
+    env = target.env_file()
+    chains = fallback_chains(env.get("LLM_FALLBACKS", ""))
+    intended = target.data.get("llm_fallbacks")
+    if intended is not None:
+        assert chains == intended, f"deployed LLM_FALLBACKS {chains} differs from {intended}"
+    allowed = {p.strip() for p in env.get("VERITTA_LLM_ALLOWED_PROVIDERS", "").split(",")}
+    for source, alternatives in chains.items():
+        for alternative in alternatives:
+            provider, slash, model = alternative.partition("/")
+            assert slash and model, f"LLM_FALLBACKS {source}: {alternative!r} is not provider/model"
+            assert provider in allowed, f"LLM_FALLBACKS {source}: {provider} is not allowed"
+            assert provider == "fake" or env.get(f"{provider.upper()}_API_KEY"), (
+                f"LLM_FALLBACKS {source}: {provider.upper()}_API_KEY is missing"
+            )
+
+
+@pytest.mark.role("api")
+def test_stream_idle_timeout_is_set_as_group_data_says(target: Target) -> None:
+    value = target.env_file().get("LLM_STREAM_IDLE_TIMEOUT_SECONDS")
+    assert value is not None, "LLM_STREAM_IDLE_TIMEOUT_SECONDS is not in the .env"
+    intended = target.data.get("llm_stream_idle_timeout_seconds", 30)
+    assert float(value) == float(intended)
+
+
 @pytest.mark.role("api")
 def test_llm_breaker_and_timeout_settings_are_the_runbook_figures(target: Target) -> None:
     env = target.env_file()

@@ -94,11 +94,32 @@ def test_control_counts_chat_requests_and_rejects_unknown_modes(standin: str) ->
     call(standin + "/v1/chat/completions", CHAT)
     call(standin + "/v1/chat/completions", CHAT)
     status, _, state = call(standin + "/_control", None, {})
-    assert status == 200 and state == {"mode": "ok", "hang_seconds": 60.0, "requests": 2}
+    assert status == 200 and state == {
+        "mode": "ok",
+        "hang_seconds": 60.0,
+        "requests": 2,
+        "requests_by_format": {"openai": 2},
+    }
     assert call(standin + "/_control", {"mode": "explode"})[0] == 400
+    assert control(standin, reset=True) == {"mode": "ok", "hang_seconds": 60.0, "requests": 0}
 
 
 def test_a_call_without_an_api_key_is_refused(standin: str) -> None:
     control(standin, mode="ok")
     headers = {"Content-Type": "application/json"}
     assert call(standin + "/v1/chat/completions", CHAT, headers)[0] == 401
+
+
+def test_format_modes_fail_one_provider_api_while_another_answers(standin: str) -> None:
+    state = control(standin, mode="ok", reset=True, format_modes={"anthropic": "fail500"})
+    assert state["format_modes"] == {"anthropic": "fail500"}
+    anthropic = {"model": "claude", "max_tokens": 8, "messages": CHAT["messages"]}
+    headers = {"x-api-key": "sk-standin", "Content-Type": "application/json"}
+    assert call(standin + "/v1/messages", anthropic, headers)[0] == 500
+    assert call(standin + "/v1/chat/completions", CHAT)[0] == 200
+    assert control(standin)["requests_by_format"] == {"anthropic": 1, "openai": 1}
+    assert call(standin + "/_control", {"format_modes": {"anthropic": "explode"}})[0] == 400
+    assert call(standin + "/_control", {"format_modes": {"mistral": "ok"}})[0] == 400
+    assert "format_modes" not in control(standin, format_modes={})
+    assert call(standin + "/v1/messages", anthropic, headers)[0] == 200
+    control(standin, mode="ok", reset=True)
