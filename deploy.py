@@ -15,6 +15,7 @@ from tasks.environment import environment_file
 from tasks.firewall import firewall
 from tasks.images import load_images
 from tasks.node_exporter import node_exporter
+from tasks.pgbackrest import offsite_backups, offsite_stanza
 from tasks.prometheus import standalone_prometheus
 from tasks.proxy import reverse_proxy
 from tasks.release import api_release, release_tool
@@ -30,7 +31,9 @@ docker_engine()
 images = load_images()
 env = environment_file()
 backup_and_cron()
+offsite_backups()
 database(stack_inputs=images["db"])
+offsite_stanza()
 llm_standin()
 tool = release_tool()
 reverse_proxy()

@@ -13,3 +13,8 @@ alertmanager_group_wait = "5s"
 alertmanager_group_interval = "15s"
 public_domain = "techno-os.test"
 tls_mode = "internal"
+
+# Offsite backups: quicker sealer and metrics for the drills (see group_data/local.py).
+pgbackrest_seal_interval_seconds = 5
+pgbackrest_metrics_interval_seconds = 10
+pgbackrest_push_timeout_seconds = 20

@@ -14,3 +14,9 @@ alertmanager_group_wait = "5s"
 alertmanager_group_interval = "15s"
 public_domain = "techno-os.test"
 tls_mode = "internal"
+
+# Offsite backups: the sealer and the metrics run more often, so the drills wait seconds, not
+# minutes, for what production does on its slower schedule (the archive bound stays 60 s).
+pgbackrest_seal_interval_seconds = 5
+pgbackrest_metrics_interval_seconds = 10
+pgbackrest_push_timeout_seconds = 20

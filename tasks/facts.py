@@ -123,3 +123,20 @@ class TcpReachable(FactBase[bool]):
 
     def process(self, output: list[str]) -> bool:
         return "".join(output).strip() == "yes"
+
+
+class PgbackrestBackups(FactBase[dict]):
+    """The backup host's repository: whether the stanza exists, and how many backups
+    techno-os-pgbr has verified (its state file) ({"stanza": False, "good": 0} before any)."""
+
+    def command(self, stanza: str, repo: str, state: str) -> str:
+        info = shlex.quote(f"{repo}/backup/{stanza}/backup.info")
+        return (
+            f"if [ -f {info} ]; then echo stanza; else echo none; fi; "
+            f"jq -r '.good | length' {shlex.quote(state)} 2>/dev/null || echo 0"
+        )
+
+    def process(self, output: list[str]) -> dict:
+        lines = [line.strip() for line in output if line.strip()]
+        good = lines[1] if len(lines) > 1 and lines[1].isdigit() else "0"
+        return {"stanza": bool(lines) and lines[0] == "stanza", "good": int(good)}

@@ -12,6 +12,7 @@ from tasks import (
     environment,
     firewall,
     images,
+    pgbackrest,
     prometheus,
     proxy,
     release,
@@ -35,5 +36,6 @@ def validate_inputs() -> None:
         prometheus,
         alertmanager,
         backup,
+        pgbackrest,
     ):
         module.check()
