@@ -35,11 +35,17 @@ def load_yaml(path: Path) -> Any:
         return yaml.safe_load(handle)
 
 
-def alert_rules() -> list[dict[str, Any]]:
-    """Every alerting rule of files/prometheus/alerts.yml."""
+def rule_files() -> list[Path]:
+    """Every rule file the deploy ships (files/prometheus/*.yml, `rule_files: [rules/*.yml]`)."""
+    return sorted(ALERT_RULES.parent.glob("*.yml"))
+
+
+def alert_rules(path: Path | None = None) -> list[dict[str, Any]]:
+    """Every alerting rule of one rule file, or of all of them."""
     return [
         rule
-        for group in load_yaml(ALERT_RULES)["groups"]
+        for rule_file in ([path] if path else rule_files())
+        for group in load_yaml(rule_file)["groups"]
         for rule in group["rules"]
         if "alert" in rule
     ]

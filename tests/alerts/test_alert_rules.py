@@ -1,6 +1,6 @@
 """What every alert must carry, and that its runbook link leads somewhere.
 
-Each rule of files/prometheus/alerts.yml has labels.severity (critical | warning) and the
+Each rule of files/prometheus/*.yml has labels.severity (critical | warning) and the
 annotations summary, description and runbook_url; runbook_url is docs/runbook.md#<alert name
 in lower case>, the description names it, and docs/runbook.md has that heading (GitHub's
 anchor rules). Every in-page link of the runbook resolves too.
@@ -26,6 +26,14 @@ REQUIRED = {
     "PrometheusRuleEvaluationFailures",
     "NodeTextfileScrapeError",
     "NodeExporterDown",
+    # Issue 11, offsite backups (files/prometheus/backups.yml).
+    "WalArchiveStale",
+    "WalArchivingFailing",
+    "OffsiteBackupStale",
+    "OffsiteBackupFailed",
+    "RestoreTestStale",
+    "RestoreTestFailed",
+    "WalArchiveConflict",
 }
 RULES = {rule["alert"]: rule for rule in alert_rules()}
 

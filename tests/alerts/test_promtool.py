@@ -72,7 +72,7 @@ def test_prometheus_config_with_the_alert_rules_passes_promtool_check_config(
     assert result.returncode == 0, output(result)
     # The rule file was found through rule_files and checked with the config.
     assert f"Checking {tmp_path}/rules/alerts.yml" in result.stdout, output(result)
-    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout, output(result)
+    assert f"SUCCESS: {len(alert_rules(ALERT_RULES))} rules found" in result.stdout, output(result)
 
 
 def test_promtool_check_config_fails_when_a_rule_file_is_broken(
@@ -91,7 +91,7 @@ def test_promtool_check_config_fails_when_a_rule_file_is_broken(
 def test_alert_rules_pass_promtool_check_rules(promtool: Promtool) -> None:
     result = promtool("check", "rules", ALERT_RULES)
     assert result.returncode == 0, output(result)
-    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout, output(result)
+    assert f"SUCCESS: {len(alert_rules(ALERT_RULES))} rules found" in result.stdout, output(result)
 
 
 BROKEN_RULES = {
