@@ -92,6 +92,7 @@ PREVIOUS=""
 VOLUME_TOUCHED=0
 RECOVERY_CONTAINER=""
 ARCHIVE_MAX=""
+SYSTEM_ID=""
 API_STOPPED=()
 DB_MOUNTS=()
 
@@ -223,9 +224,11 @@ import json, sys
 stanza = json.loads(sys.stdin.read())[0]
 backups = [b for b in stanza.get("backup", []) if not b.get("error")]
 archive = stanza.get("archive") or [{}]
-print(min((b["timestamp"]["stop"] for b in backups), default=0), archive[-1].get("max") or "-")
+db = stanza.get("db") or [{}]
+print(min((b["timestamp"]["stop"] for b in backups), default=0), archive[-1].get("max") or "-",
+      db[-1].get("system-id", "-"))
 ' <<<"$json")" || die "resposta inesperada de pgbackrest info"
-    read -r oldest ARCHIVE_MAX <<<"$summary"
+    read -r oldest ARCHIVE_MAX SYSTEM_ID <<<"$summary"
     ((oldest > 0)) || die "nenhum backup no repositório offsite ($STANZA)"
     [[ "$ARCHIVE_MAX" != - ]] || die "nenhum WAL arquivado no repositório offsite ($STANZA)"
     echo "📚 Repositório offsite: backup mais antigo até $(date -u -d "@$oldest" '+%F %T') UTC," \
@@ -247,6 +250,12 @@ flush_wal() {
     STEP="arquivar o WAL atual"
     if ! docker exec "$DB_CONTAINER" pg_isready -q -U "$DB_USER" 2>/dev/null; then
         echo "ℹ️ $DB_CONTAINER não está no ar: o restore usa o que já foi arquivado"
+        return 0
+    fi
+    # A new host's fresh cluster (host loss) is not the repository's: it has nothing to add.
+    if [[ "$(db_sql "$DB_CONTAINER" 'SELECT system_identifier FROM pg_control_system()')" != \
+        "$SYSTEM_ID" ]]; then
+        echo "ℹ️ $DB_CONTAINER é outro cluster (host novo?): o restore usa o que já foi arquivado"
         return 0
     fi
     db_sql "$DB_CONTAINER" "SELECT txid_current()" >/dev/null
