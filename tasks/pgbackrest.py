@@ -185,7 +185,12 @@ def settings(role: str) -> dict[str, object]:
         "textfile_dir": data.textfile_collector_dir,
     }
     if role == "db":
-        return {**common, "db_container": data.db_container, "db_user": data.db_user}
+        return {
+            **common,
+            "db_container": data.db_container,
+            "db_user": data.db_user,
+            "state_dir": STATE_DIR,
+        }
     return {
         **common,
         "repo_path": data.pgbackrest_repo_path,

@@ -29,6 +29,7 @@
 #   API_CONTAINER   techno-os-api  ("" = the API runs on other hosts: tools/restore.py stops it)
 #   API_LABEL       techno-os.slot (label of this host's API containers, stopped and restarted)
 #   HEALTH_URL      http://127.0.0.1:8000/health ("" = no HTTP check)
+#   READY_URL       HEALTH_URL's /ready (the API reaches the database; "" = no check)
 #   RESTORE_IMAGE   techno-os/debian:bookworm (must exist locally: nothing is pulled)
 #   DB_USER / DB_NAME  techno_user / techno_os
 #   COUNT_TABLES    user_preferences (space-separated tables whose rows are counted)
@@ -62,6 +63,8 @@ readonly DB_CONTAINER="${DB_CONTAINER:-techno-os-db}"
 readonly API_CONTAINER="${API_CONTAINER-techno-os-api}"
 readonly API_LABEL="${API_LABEL:-techno-os.slot}"
 readonly HEALTH_URL="${HEALTH_URL-http://127.0.0.1:8000/health}"
+# The API's readiness (it reaches the restored database), beside its liveness.
+readonly READY_URL="${READY_URL-${HEALTH_URL:+${HEALTH_URL%/health}/ready}}"
 readonly RESTORE_IMAGE="${RESTORE_IMAGE:-techno-os/debian:bookworm}"
 readonly DB_USER="${DB_USER:-techno_user}"
 readonly DB_NAME="${DB_NAME:-techno_os}"
@@ -501,10 +504,16 @@ everything_ready() {
     container_ready "$DB_CONTAINER" || return 1
     docker exec "$DB_CONTAINER" pg_isready -q -U "$DB_USER" -d "$DB_NAME" || return 1
     if [[ -n "$API_CONTAINER" ]]; then
-        container_ready "$API_CONTAINER" || return 1
+        # Serving through the front (below) is the proof; Docker's healthcheck only runs every
+        # 15 s, so "starting" is fine, "unhealthy" is not.
+        [[ "$(docker inspect -f '{{.State.Running}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' \
+            "$API_CONTAINER" 2>/dev/null)" =~ ^true\ (healthy|starting|)$ ]] || return 1
     fi
     if [[ -n "$HEALTH_URL" ]]; then
         curl -fsS --max-time 5 -o /dev/null "$HEALTH_URL" 2>/dev/null || return 1
+    fi
+    if [[ -n "$READY_URL" ]]; then
+        curl -fsS --max-time 5 -o /dev/null "$READY_URL" 2>/dev/null || return 1
     fi
 }
 

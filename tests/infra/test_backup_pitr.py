@@ -88,7 +88,7 @@ def test_restore_to_a_moment_between_two_commits_brings_back_exactly_the_earlier
     table = f"drill_pitr_{secrets.token_hex(3)}"
     sql(db, f"CREATE TABLE {table} (id int PRIMARY KEY, started_at timestamptz "
         "DEFAULT clock_timestamp())", db.cfg("db_name"))  # fmt: skip
-    rows = write_rows(db, table, 40)
+    rows = write_rows(db, table, 24)
     k, second = whole_second_between(rows)
     target = _utc(second)
     # The check can fail: the rows after the target exist until the restore.
