@@ -43,7 +43,7 @@ from tasks.common import (
     secret,
     secrets_path,
 )
-from tasks.facts import PgbackrestBackups
+from tasks.facts import NotOwnedBy, PgbackrestBackups
 from tasks.pgbackrest_pki import Identity, Pki
 
 CIPHER_SECRET = "PGBACKREST_CIPHER_PASS"
@@ -56,7 +56,7 @@ STATE_DIR = "/var/lib/techno-os-pgbr"
 RESTORE_TEST_DIR = "/var/lib/pgbackrest-restore-test"
 OWNER, ARCHIVER, RESTORER, WAL_GROUP = "pgbackrest", "pgarchive", "pgrestore", "pgwal"
 # The techno-os/postgres image's postgres uid/gid (fixed in its Dockerfile).
-CONTAINER_UID = "999"
+CONTAINER_UID = 999
 PG_BIN = "/usr/lib/postgresql/15/bin"
 UNITS = "/etc/systemd/system"
 
@@ -269,35 +269,26 @@ def _db_host() -> None:
     # The outer directory is root-only: on the host, the image's uid 999 may be another user
     # (caddy, on Debian 12), who must not reach the client key through it.
     files.directory(name=f"Directory {outer} (root, 0700)", path=outer, mode="0700")
+    # Modes here, ownership below by number: uid 999 has another name (or none) on the host,
+    # and pyinfra compares owners by name.
     changed = [
         files.directory(
-            name=f"Directory {conf} (the image's postgres, 0700): the containers' /etc/pgbackrest",
-            path=conf,
-            user=CONTAINER_UID,
-            group=CONTAINER_UID,
+            name=f"Directory {conf} (0700): the containers' /etc/pgbackrest", path=conf,
             mode="0700",
         ),
-        files.directory(
-            name=f"Directory {conf}/tls",
-            path=f"{conf}/tls",
-            user=CONTAINER_UID,
-            group=CONTAINER_UID,
-            mode="0700",
-        ),  # fmt: skip
-    ]
+        files.directory(name=f"Directory {conf}/tls (0700)", path=f"{conf}/tls", mode="0700"),
+    ]  # fmt: skip
     ids = identities()
     for stem, identity in (("client", ids["db-client"]), ("server", ids["db-server"])):
         key, cert = pki().ensure(identity)
         changed += [
             files.put(
                 name=f"TLS {stem} certificate of the db host ({identity.cn})",
-                src=str(cert), dest=f"{conf}/tls/{stem}.crt", user=CONTAINER_UID,
-                group=CONTAINER_UID, mode="0644",
+                src=str(cert), dest=f"{conf}/tls/{stem}.crt", mode="0644",
             ),
             files.put(
-                name=f"TLS {stem} key of the db host (postgres in the containers, 0600)",
-                src=str(key), dest=f"{conf}/tls/{stem}.key", user=CONTAINER_UID,
-                group=CONTAINER_UID, mode="0600",
+                name=f"TLS {stem} key of the db host (0600)",
+                src=str(key), dest=f"{conf}/tls/{stem}.key", mode="0600",
             ),
         ]  # fmt: skip
     changed.append(
@@ -305,8 +296,6 @@ def _db_host() -> None:
             name="TLS CA of the pgBackRest endpoints (db host)",
             src=str(pki().ca_cert()),
             dest=f"{conf}/tls/ca.crt",
-            user=CONTAINER_UID,
-            group=CONTAINER_UID,
             mode="0644",
         )  # fmt: skip
     )
@@ -316,15 +305,19 @@ def _db_host() -> None:
     ):
         changed.append(
             files.template(
-                name=f"pgBackRest config {conf}/{name}",
+                name=f"pgBackRest config {conf}/{name} (0600)",
                 src=f"templates/pgbackrest/{template}",
                 dest=f"{conf}/{name}",
-                user=CONTAINER_UID,
-                group=CONTAINER_UID,
                 mode="0600",
                 **template_data(),
             )
         )
+    misowned = host.get_fact(NotOwnedBy, path=conf, uid=CONTAINER_UID, gid=CONTAINER_UID)
+    server.shell(
+        name=f"{conf}: owned by the image's postgres ({CONTAINER_UID}:{CONTAINER_UID})",
+        commands=[f"chown -R {CONTAINER_UID}:{CONTAINER_UID} {conf}"],
+        _if=lambda: misowned or any(op.did_change() for op in changed),
+    )
     container = data.pgbackrest_container
     server.shell(
         name=f"Restart {container} on a new config or certificate (when it runs)",
