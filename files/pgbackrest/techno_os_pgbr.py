@@ -936,6 +936,9 @@ def db_metrics(s: dict[str, Any]) -> int:
     return 0 if up else 1
 
 
+OWNER_COMMANDS = {"backup", "restore-test", "nightly", "metrics", "info"}
+
+
 # --- command line -------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="techno-os-pgbr", description=__doc__.split("\n")[0])
@@ -953,6 +956,11 @@ def main(argv: list[str] | None = None) -> int:
             return db_metrics(s)
         if s.get("role") != "backup":
             raise Failure(f"`{args.command}` runs on the backup host (settings role: backup)")
+        if args.command in OWNER_COMMANDS and os.geteuid() == 0:
+            # Run as root, pgBackRest would leave root-owned logs and locks the repository's
+            # owner can no longer write: the same command, as the owner.
+            argv_ = ["runuser", "-u", s["owner"], "--", sys.argv[0], *(argv or sys.argv[1:])]
+            os.execvp("runuser", argv_)
         if args.command == "seal":
             return seal(s)
         if args.command == "layout":
@@ -962,7 +970,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "metrics":
             return repo_metrics(s)
         if args.command == "info":
-            return pgbackrest(s, "info", check=False).returncode
+            result = pgbackrest(s, "info", check=False)
+            print(result.stdout, end="")
+            print(result.stderr, end="", file=sys.stderr)
+            return result.returncode
         if args.command == "backup":
             return backup(s, args.type)
         if args.command == "restore-test":
