@@ -397,15 +397,14 @@ def _backup_host() -> None:
         path=f"{repo}/archive", user=OWNER, group=WAL_GROUP, mode="2750",
     )  # fmt: skip
     ids = identities()
-    tls: dict[str, list[OperationMeta]] = {ARCHIVER: [], RESTORER: [], OWNER: []}
-    tls[OWNER].append(
-        files.put(
-            name="TLS CA of the pgBackRest endpoints (backup host)",
-            src=str(pki().ca_cert()),
-            dest=f"{TLS_DIR}/ca.crt",
-            mode="0644",
-        )  # fmt: skip
+    ca = files.put(
+        name="TLS CA of the pgBackRest endpoints (backup host)",
+        src=str(pki().ca_cert()),
+        dest=f"{TLS_DIR}/ca.crt",
+        mode="0644",
     )
+    # Each endpoint restarts on its own key or certificate, and on the CA it checks clients by.
+    tls: dict[str, list[OperationMeta]] = {ARCHIVER: [ca], RESTORER: [ca], OWNER: [ca]}
     for user, identity, stem in (
         (ARCHIVER, ids["backup-archive"], "archive-server"),
         (RESTORER, ids["backup-restore"], "restore-server"),

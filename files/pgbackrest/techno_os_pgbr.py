@@ -254,7 +254,13 @@ def metrics_path(s: dict[str, Any], name: str) -> Path:
 
 
 # --- backup -----------------------------------------------------------------------------------
-def choose_type(s: dict[str, Any], info: dict[str, Any], state: dict[str, Any], asked: str) -> str:
+def choose_type(
+    s: dict[str, Any],
+    info: dict[str, Any],
+    state: dict[str, Any],
+    asked: str,
+    now: float | None = None,
+) -> str:
     """auto: full when no verified full backup is younger than full_every_days, else diff."""
     if asked != "auto":
         return asked
@@ -267,7 +273,7 @@ def choose_type(s: dict[str, Any], info: dict[str, Any], state: dict[str, Any], 
         ),
         default=0,
     )
-    age_days = (time.time() - newest_good_full) / 86400
+    age_days = ((time.time() if now is None else now) - newest_good_full) / 86400
     return "full" if age_days >= float(s["full_every_days"]) else "diff"
 
 
