@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help host-deps venv artifact sandbox deploy up down ssh tunnel lint test-app \
 	test-scripts test-alerts test-deploy idempotence verify drills test bench up-cluster test-cluster \
-	down-cluster rollback api-key
+	down-cluster rollback api-key restore
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -61,6 +61,9 @@ down-cluster: venv ## Destroy the cluster's VMs
 rollback: venv ## Put the previous API release back on every API host of INVENTORY
 	$(ONE_AT_A_TIME) $(BIN)/python tools/release.py $(INVENTORY) rollback
 
+restore: venv ## Restore INVENTORY's database, API hosts stopped: make restore ARGS="--latest"
+	$(ONE_AT_A_TIME) $(BIN)/python tools/restore.py $(INVENTORY) $(ARGS)
+
 api-key: venv ## Client keys on INVENTORY: make api-key ARGS="create --user alice --rpm 60"
 	@$(BIN)/python tools/api_key.py $(INVENTORY) $(ARGS)
 
@@ -112,3 +115,4 @@ test: lint test-app test-alerts test-scripts up idempotence test-deploy drills v
 bench: venv ## Benchmarks (figures go to docs/benchmarks.md)
 	$(BIN)/python bench/bench_gateway.py
 	$(BIN)/python bench/bench_deploy.py
+	$(BIN)/python bench/bench_backup.py

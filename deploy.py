@@ -18,6 +18,7 @@ from tasks.environment import environment_file
 from tasks.firewall import firewall
 from tasks.images import load_images
 from tasks.node_exporter import node_exporter
+from tasks.pgbackrest import offsite_backups, offsite_stanza
 from tasks.postgres_exporter import postgres_exporter
 from tasks.prometheus import standalone_prometheus
 from tasks.proxy import reverse_proxy
@@ -35,8 +36,10 @@ docker_engine()
 images = load_images()
 env = environment_file()
 backup_and_cron()
+offsite_backups()
 database(stack_inputs=images["db"])
 postgres_exporter()
+offsite_stanza()
 every_host_reaches("the database is up, configured, with the current password")
 llm_standin()
 tool = release_tool()

@@ -138,6 +138,39 @@ ssh_allowed_from = ["0.0.0.0/0", "::/0"]
 backup_cron_schedule = "0 2 * * *"
 retention_days = 7
 
+# --- Offsite backups: pgBackRest (tasks/pgbackrest.py, docs/architecture.md) -------------------
+# WAL is archived continuously from the db host to the backup host's repository (encrypted,
+# aes-256-cbc; the passphrase is the secret PGBACKREST_CIPHER_PASS, on the backup host only);
+# the backup host takes the base backups, verifies them, expires them and test-restores them.
+pgbackrest_stanza = "techno-os"
+pgbackrest_repo_path = "/var/lib/pgbackrest"
+pgbackrest_archive_port = 8432  # backup host: WAL from the db host (user pgarchive, write-once)
+pgbackrest_restore_port = 8433  # backup host: restores and archive-get (user pgrestore, read-only)
+pgbackrest_db_port = 8432  # db host: the sidecar the backup host takes base backups through
+pgbackrest_container = "techno-os-pgbackrest"  # that sidecar (compose service `pgbackrest`)
+pgbackrest_config_dir = "/etc/techno-os/pgbackrest"  # db host: config + TLS, /etc/pgbackrest inside
+# A quiet database still archives a segment at least this often (PostgreSQL's archive_timeout):
+# the bound on the writes a lost db host costs.
+pg_archive_timeout_seconds = 60
+# How long the db host's archive-push waits for the repository before it reports a failure
+# (pgBackRest's archive-timeout; PostgreSQL retries, nothing is lost).
+pgbackrest_push_timeout_seconds = 60
+# Base backups: one systemd calendar run a day; a full backup when the newest full one is at
+# least this many days old, else a differential one (a restore reads one full + one diff).
+backup_calendar = "*-*-* 03:00:00 UTC"
+backup_full_every_days = 7
+# Kept on the backup host: every full backup (with its diffs and the WAL to replay them) needed to
+# restore any moment of the last N days. The db host cannot shorten it.
+backup_retention_full_days = 30
+# Seconds between runs of the sealer (hands finished WAL to the repository owner; until then the
+# db host could still replace a segment it just wrote) and of the metrics.
+pgbackrest_seal_interval_seconds = 15
+pgbackrest_metrics_interval_seconds = 60
+# The nightly restore test: these tables must exist with at least this many rows, and each must
+# keep at least this share of the rows the previous test found.
+restore_test_tables: dict[str, int] = {"alembic_version": 1, "user_preferences": 0}
+restore_test_min_rows_ratio = 0.5
+
 # --- LLM hardening (F9.9-B) ---------------------------------------------------------------
 # Fail-closed allowlist: only these providers may be called. Real providers need a key.
 llm_allowed_providers = ["fake"]

@@ -31,3 +31,8 @@ blackbox_probe_via_edge_address = True
 tls_cert_expiry_alert_days = 0.0833
 public_domain = "techno-os.test"
 tls_mode = "internal"
+
+# Offsite backups: quicker sealer and metrics for the drills (see group_data/local.py).
+pgbackrest_seal_interval_seconds = 5
+pgbackrest_metrics_interval_seconds = 10
+pgbackrest_push_timeout_seconds = 20

@@ -32,3 +32,9 @@ blackbox_probe_via_edge_address = True
 tls_cert_expiry_alert_days = 0.0833
 public_domain = "techno-os.test"
 tls_mode = "internal"
+
+# Offsite backups: the sealer and the metrics run more often, so the drills wait seconds, not
+# minutes, for what production does on its slower schedule (the archive bound stays 60 s).
+pgbackrest_seal_interval_seconds = 5
+pgbackrest_metrics_interval_seconds = 10
+pgbackrest_push_timeout_seconds = 20

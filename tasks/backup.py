@@ -1,13 +1,17 @@
 """The database host: the runbook's backup and restore scripts, their settings and the nightly
 cron line."""
 
+from pathlib import PurePosixPath
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import crontab, files
 
 from tasks import topology
 from tasks.common import DataRules, check_data
+from tasks.database import CONF_IN_CONTAINER
 from tasks.images import db_image
+from tasks.release import STATE as RELEASE_STATE
 
 SCRIPTS = ["backup_observability.sh", "restore_observability.sh"]
 
@@ -34,6 +38,8 @@ def backup_and_cron() -> None:
         mode="0644",
         restore_image=db_image().tag,
         api_here=topology.has("api"),
+        release_lock=str(PurePosixPath(RELEASE_STATE).with_suffix(".lock")),
+        conf_in_container=CONF_IN_CONTAINER,
     )
     for script in SCRIPTS:
         files.put(

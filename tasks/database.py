@@ -124,8 +124,11 @@ def database(stack_inputs: list[OperationMeta]) -> None:
         db_image=db_image().tag,
         conf_in_container=CONF_IN_CONTAINER,
         password_file=password_file,
+        pgbackrest_address=topology.private_address(host),
     )
-    running = host.get_fact(ComposeServicesRunning, containers=[data.db_container])
+    running = host.get_fact(
+        ComposeServicesRunning, containers=[data.db_container, data.pgbackrest_container]
+    )
     started = server.shell(
         name="Bring PostgreSQL up (docker-compose up -d) and wait until it is healthy",
         commands=[

@@ -130,3 +130,35 @@ class TcpReachable(FactBase[bool]):
 
     def process(self, output: list[str]) -> bool:
         return "".join(output).strip() == "yes"
+
+
+class PgbackrestBackups(FactBase[dict]):
+    """The backup host's repository: whether the stanza exists, and how many backups
+    techno-os-pgbr has verified (its state file) ({"stanza": False, "good": 0} before any)."""
+
+    def command(self, stanza: str, repo: str, state: str) -> str:
+        info = shlex.quote(f"{repo}/backup/{stanza}/backup.info")
+        return (
+            f"if [ -f {info} ]; then echo stanza; else echo none; fi; "
+            f"jq -r '.good | length' {shlex.quote(state)} 2>/dev/null || echo 0"
+        )
+
+    def process(self, output: list[str]) -> dict:
+        lines = [line.strip() for line in output if line.strip()]
+        good = lines[1] if len(lines) > 1 and lines[1].isdigit() else "0"
+        return {"stanza": bool(lines) and lines[0] == "stanza", "good": int(good)}
+
+
+class NotOwnedBy(FactBase[bool]):
+    """True when something under `path` is not owned by the numeric uid:gid (a container's user
+    that may have another name, or none, on the host), or `path` is missing."""
+
+    def command(self, path: str, uid: int, gid: int) -> str:
+        quoted = shlex.quote(path)
+        return (
+            f"if [ -e {quoted} ]; then find {quoted} \\( ! -uid {uid} -o ! -gid {gid} \\) "
+            "-print -quit; else echo missing; fi"
+        )
+
+    def process(self, output: list[str]) -> bool:
+        return any(line.strip() for line in output)

@@ -62,6 +62,11 @@ def flows() -> list[topology.Flow]:
     if topology.has("db"):
         allow(data.db_port, _addresses("api"), "PostgreSQL <- API hosts")
         allow(data.postgres_exporter_port, edge, "postgres exporter <- Prometheus (edge)")
+        allow(data.pgbackrest_db_port, _addresses("backup"), "pgBackRest sidecar <- backup host")
+    if topology.has("backup"):
+        db = _addresses("db")
+        allow(data.pgbackrest_archive_port, db, "pgBackRest archive endpoint <- db host")
+        allow(data.pgbackrest_restore_port, db, "pgBackRest restore endpoint <- db host")
     return found
 
 

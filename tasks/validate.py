@@ -14,6 +14,7 @@ from tasks import (
     environment,
     firewall,
     images,
+    pgbackrest,
     postgres_exporter,
     prometheus,
     proxy,
@@ -43,5 +44,6 @@ def validate_inputs() -> None:
         prometheus,
         alertmanager,
         backup,
+        pgbackrest,
     ):
         module.check()

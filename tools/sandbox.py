@@ -3,6 +3,7 @@
     python tools/sandbox.py up [INVENTORY]      create every VM the inventory names (idempotent)
     python tools/sandbox.py down [INVENTORY]    destroy them and their volumes
     python tools/sandbox.py stop|start HOST     stop or start one VM (the drills' host loss)
+    python tools/sandbox.py destroy HOST        destroy one VM and its volumes (`up` recreates it)
     python tools/sandbox.py ssh [--host H] [-- CMD...]   a root shell, or run a command
     python tools/sandbox.py tunnel [--host H]   forward the VM's loopback API and Prometheus here
     python tools/sandbox.py status [INVENTORY]  print what exists
@@ -290,16 +291,21 @@ def up(inventory: str) -> None:
         say(f"{vm.name} is up: ssh -i {KEY} -p {vm.ssh_port} root@{BIND_ADDRESS}")
 
 
+def destroy(client: docker.DockerClient, vm: VM) -> None:
+    """The VM and its volumes, gone at once (SIGKILL: a lost host does not shut down)."""
+    container = find_container(client, vm.name)
+    if container is not None:
+        say(f"destroying {vm.name}")
+        container.remove(force=True, v=True)
+    with contextlib.suppress(docker.errors.NotFound):
+        client.volumes.get(vm.docker_volume).remove(force=True)
+    forget_host_key(vm)
+
+
 def down(inventory: str) -> None:
     client = docker_client()
     for vm in vms(inventory):
-        container = find_container(client, vm.name)
-        if container is not None:
-            say(f"destroying {vm.name}")
-            container.remove(force=True, v=True)
-        with contextlib.suppress(docker.errors.NotFound):
-            client.volumes.get(vm.docker_volume).remove(force=True)
-        forget_host_key(vm)
+        destroy(client, vm)
     with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
         network = client.networks.get(NETWORK)
         network.reload()
@@ -321,7 +327,8 @@ def one(inventory: str, name: str | None) -> VM:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "action", choices=["up", "down", "stop", "start", "ssh", "tunnel", "status", "engine"]
+        "action",
+        choices=["up", "down", "stop", "start", "destroy", "ssh", "tunnel", "status", "engine"],
     )
     parser.add_argument("words", nargs="*", help="INVENTORY, a host (stop/start), or a command")
     parser.add_argument("--inventory", default=os.environ.get("INVENTORY", DEFAULT_INVENTORY))
@@ -341,6 +348,10 @@ def main() -> None:
         up(inventory)
     elif args.action == "down":
         down(inventory)
+    elif args.action == "destroy":
+        if not args.words:
+            parser.error("destroy needs the VM's name")
+        destroy(docker_client(), one(inventory, args.words[0]))
     elif args.action in ("stop", "start"):
         if not args.words:
             parser.error(f"{args.action} needs the VM's name")

@@ -18,6 +18,12 @@
 #   RETENTION_DAYS  7 (archives older than this, to the minute, are deleted after a good backup)
 #   TEXTFILE_DIR    /var/lib/prometheus/node-exporter (techno_os_backup.prom; skipped if absent)
 #   LOCK_FILE       $BACKUP_DIR/.backup_observability.lock
+#   STANDARD_BACKUP_DIR  /opt/techno-os/backups/observability (the cron's directory)
+#
+# Metrics: techno_os_backup_last_success_timestamp_seconds and the other techno_os_backup_*
+# series describe the standard directory only (the nightly checks and alerts judge them); a run
+# into another directory (BACKUP_DIR=/mnt/backups) leaves them as they were and records where
+# the newest good backup went in techno_os_backup_last_good_timestamp_seconds{directory,standard}.
 #
 # Exit status: 0 success, 1 backup failed (nothing deleted), 75 another run holds the lock.
 set -euo pipefail
@@ -37,6 +43,7 @@ readonly DB_USER="${DB_USER:-techno_user}"
 readonly RETENTION_DAYS="${RETENTION_DAYS:-7}"
 readonly TEXTFILE_DIR="${TEXTFILE_DIR:-/var/lib/prometheus/node-exporter}"
 readonly LOCK_FILE="${LOCK_FILE:-$BACKUP_DIR/.backup_observability.lock}"
+readonly STANDARD_BACKUP_DIR="${STANDARD_BACKUP_DIR:-/opt/techno-os/backups/observability}"
 readonly METRICS_FILE="techno_os_backup.prom"
 readonly LATEST="postgres_latest.tar.gz"
 readonly EX_LOCKED=75
@@ -48,6 +55,7 @@ TMP_ARCHIVE=""
 TMP_LINK=""
 ARCHIVE_SIZE=""
 DONE=0
+STANDARD=1
 
 # Print a line on stdout and, when it is a different file (not `>> log 2>&1`), on stderr too.
 say_both() {
@@ -61,6 +69,16 @@ say_both() {
 fail() {
     STEP="$*"
     exit 1
+}
+
+# The cron's directory, or another one (a manual copy): only the former moves the metrics
+# that the checks and alerts judge.
+classify_directory() {
+    if [[ "$(realpath -m -- "$BACKUP_DIR")" != "$(realpath -m -- "$STANDARD_BACKUP_DIR")" ]]; then
+        STANDARD=0
+        echo "ℹ️ Diretório não padrão ($BACKUP_DIR): as métricas e os alertas do backup diário" \
+            "continuam julgando $STANDARD_BACKUP_DIR"
+    fi
 }
 
 check_settings() {
@@ -170,9 +188,24 @@ metric() {
     printf '# HELP %s %s\n# TYPE %s gauge\n%s %s\n' "$name" "$help" "$name" "$name" "$value"
 }
 
+# The newest good backup's line, wherever it went (this run's when it succeeded).
+last_good_line() {
+    local success="$1" now="$2" directory file="$TEXTFILE_DIR/$METRICS_FILE"
+    local name=techno_os_backup_last_good_timestamp_seconds
+    if [[ "$success" == 1 ]]; then
+        directory="$(realpath -m -- "$BACKUP_DIR")"
+        directory="${directory//\\/\\\\}"
+        directory="${directory//\"/\\\"}"
+        printf '%s{directory="%s",standard="%s"} %s\n' "$name" "$directory" \
+            "$([[ "$STANDARD" == 1 ]] && echo true || echo false)" "$now"
+    elif [[ -r "$file" ]]; then
+        grep -E "^$name\{" "$file" | tail -n 1 || true
+    fi
+}
+
 # node-exporter textfile collector: written to a temporary name, then renamed (atomic).
 write_metrics() {
-    local success="$1" now duration last_success size tmp
+    local success="$1" now duration last_success size tmp run_at run_success good
     if [[ ! -d "$TEXTFILE_DIR" ]]; then
         echo "ℹ️ $TEXTFILE_DIR não existe: métricas do backup não foram escritas"
         return 0
@@ -180,25 +213,42 @@ write_metrics() {
     now="$(date +%s)"
     duration="$(awk -v s="$START_TIME" -v e="${EPOCHREALTIME/,/.}" \
         'BEGIN { printf "%.3f", e - s }')"
-    if [[ "$success" == 1 ]]; then
+    run_at="$now"
+    run_success="$success"
+    if [[ "$STANDARD" == 1 && "$success" == 1 ]]; then
         last_success="$now"
         size="$ARCHIVE_SIZE"
     else
         last_success="$(previous_metric techno_os_backup_last_success_timestamp_seconds)"
         size="$(previous_metric techno_os_backup_size_bytes)"
     fi
+    if [[ "$STANDARD" != 1 ]]; then
+        # Another directory: the standard directory's run metrics stay as they were.
+        run_at="$(previous_metric techno_os_backup_last_run_timestamp_seconds)"
+        run_success="$(previous_metric techno_os_backup_last_run_success)"
+        duration="$(previous_metric techno_os_backup_duration_seconds)"
+    fi
+    good="$(last_good_line "$success" "$now")"
     tmp="$TEXTFILE_DIR/.${METRICS_FILE}.$$"
     if ! {
         metric techno_os_backup_last_success_timestamp_seconds \
-            "Unix time of the last successful PostgreSQL backup." "$last_success"
+            "Unix time of the last successful PostgreSQL backup (standard directory)." \
+            "$last_success"
         metric techno_os_backup_last_run_timestamp_seconds \
-            "Unix time of the last backup run, successful or not." "$now"
+            "Unix time of the last backup run, successful or not (standard directory)." "$run_at"
         metric techno_os_backup_last_run_success \
-            "1 if the last backup run succeeded, 0 if it failed." "$success"
+            "1 if the last backup run succeeded, 0 if it failed (standard directory)." \
+            "$run_success"
         metric techno_os_backup_duration_seconds \
-            "Wall time of the last backup run in seconds." "$duration"
+            "Wall time of the last backup run in seconds (standard directory)." "$duration"
         metric techno_os_backup_size_bytes \
-            "Size in bytes of the last successful backup archive." "$size"
+            "Size in bytes of the last successful backup archive (standard directory)." "$size"
+        if [[ -n "$good" ]]; then
+            printf '# HELP %s %s\n# TYPE %s gauge\n%s\n' \
+                techno_os_backup_last_good_timestamp_seconds \
+                "Unix time of the newest good backup, whichever directory it went to." \
+                techno_os_backup_last_good_timestamp_seconds "$good"
+        fi
     } >"$tmp" 2>/dev/null || ! chmod 0644 "$tmp" || ! mv -f -- "$tmp" "$TEXTFILE_DIR/$METRICS_FILE"
     then
         rm -f -- "$tmp"
@@ -229,6 +279,7 @@ main() {
     trap 'exit 143' TERM
 
     echo "✅ Iniciando backup: $TIMESTAMP"
+    classify_directory
     check_settings
     prepare_backup_dir
     acquire_lock

@@ -54,6 +54,14 @@ REQUIRED = {
     "APIHostOutOfRotation",
     # Issue 9: a provider refusing the gateway's own key or account.
     "LLMProviderAuthError",
+    # Issue 11, offsite backups (files/prometheus/backups.yml).
+    "WalArchiveStale",
+    "WalArchivingFailing",
+    "OffsiteBackupStale",
+    "OffsiteBackupFailed",
+    "RestoreTestStale",
+    "RestoreTestFailed",
+    "WalArchiveConflict",
 }
 # The watchdog alone has severity `none`: it is routed by name to the dead-man's switch, never
 # to the receivers of real alerts (templates/alertmanager.yml.j2).

@@ -146,6 +146,31 @@ def test_invalid_alert_rules_stop_the_deploy(tmp_path: Path) -> None:
     assert_refused(deploy("--data", f"prometheus_rules_dir={rules}"), "promtool")
 
 
+@pytest.mark.usefixtures("untouched_host")
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        ("backup_retention_full_days = 3\n", ("backup_retention_full_days", "3")),
+        ("pgbackrest_restore_port = 8432\n", ("pgbackrest_restore_port",)),
+        ('pg_archive_timeout_seconds = "60"\n', ("pg_archive_timeout_seconds", "'60'")),
+        ("restore_test_tables = {'user prefs': 1}\n", ("restore_test_tables",)),
+        ("backup_full_every_days = 40\n", ("backup_full_every_days",)),
+    ],
+    ids=["retention", "ports", "archive-timeout-type", "restore-test-table", "full-every"],
+)
+def test_bad_offsite_backup_settings_stop_the_deploy(
+    tmp_path: Path, body: str, names: tuple[str, ...]
+) -> None:
+    assert_refused(deploy("--group-data", group_data_dir(tmp_path, body)), *names)
+
+
+@pytest.mark.usefixtures("untouched_host")
+def test_a_weak_repository_passphrase_stops_the_deploy() -> None:
+    run = deploy(env={"PGBACKREST_CIPHER_PASS": "short"})
+    assert_refused(run, "PGBACKREST_CIPHER_PASS")
+    assert "short" not in run.stdout + run.stderr, "the passphrase reached the output"
+
+
 def inventory_file(tmp_path: Path, roles: dict[str, list[str]], **data: dict) -> str:
     """An inventory of the local sandbox's two VMs with other roles (and host data)."""
     lines = [

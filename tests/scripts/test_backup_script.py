@@ -37,7 +37,12 @@ WRITER_APP = "tost-writer"
 
 
 def backup_env(db: Db, backup_dir: Path, textfile_dir: Path | None = None, **extra: str) -> dict:
-    env = {"BACKUP_DIR": str(backup_dir), "DB_CONTAINER": db.container}
+    # The directory under test is the cron's (standard) one unless a test says otherwise.
+    env = {
+        "BACKUP_DIR": str(backup_dir),
+        "STANDARD_BACKUP_DIR": str(backup_dir),
+        "DB_CONTAINER": db.container,
+    }
     env["TEXTFILE_DIR"] = str(textfile_dir) if textfile_dir else str(backup_dir / "no-textfile-dir")
     env.update(extra)
     return env
@@ -441,3 +446,50 @@ def test_missing_textfile_dir_is_skipped_with_a_note(db: Db, backup_dir: Path) -
     proc = run_backup(**backup_env(db, backup_dir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "métricas do backup não foram escritas" in proc.stdout
+
+
+GOOD = "techno_os_backup_last_good_timestamp_seconds"
+
+
+def last_good(values: dict[str, float]) -> dict[str, float]:
+    return {name: value for name, value in values.items() if name.startswith(GOOD + "{")}
+
+
+def test_a_run_into_another_directory_keeps_the_standard_metrics_and_says_where_it_went(
+    db: Db, backup_dir: Path, textfile_dir: Path, tmp_path: Path
+) -> None:
+    """The runbook's `BACKUP_DIR=/mnt/backups` example: the nightly checks and alerts judge the
+    cron's directory, so a manual copy elsewhere must not make it look fresh."""
+    proc = run_backup(**backup_env(db, backup_dir, textfile_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    standard = read_metrics(textfile_dir)
+    assert last_good(standard) == {
+        f'{GOOD}{{directory="{backup_dir.resolve()}",standard="true"}}': standard[
+            "techno_os_backup_last_success_timestamp_seconds"
+        ]
+    }
+
+    time.sleep(1.1)
+    other = tmp_path / "mnt-backups"
+    proc = run_backup(**backup_env(db, other, textfile_dir, STANDARD_BACKUP_DIR=str(backup_dir)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Diretório não padrão" in proc.stdout
+    assert re.search(r"^✅ PostgreSQL backup: postgres_\d{8}_\d{6}\.tar\.gz$", proc.stdout, re.M)
+    assert len(archives(other)) == 1 and len(archives(backup_dir)) == 1
+    after = read_metrics(textfile_dir)
+    assert {name: after[name] for name in METRICS} == {name: standard[name] for name in METRICS}
+    ((where, when),) = last_good(after).items()
+    assert where == f'{GOOD}{{directory="{other.resolve()}",standard="false"}}'
+    assert when > standard["techno_os_backup_last_success_timestamp_seconds"]
+
+
+def test_a_manual_run_elsewhere_before_any_nightly_one_leaves_the_standard_directory_stale(
+    db: Db, backup_dir: Path, textfile_dir: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "mnt-backups"
+    proc = run_backup(**backup_env(db, other, textfile_dir, STANDARD_BACKUP_DIR=str(backup_dir)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    values = read_metrics(textfile_dir)
+    # BackupStale fires on the absent success timestamp: the standard directory holds nothing.
+    assert not set(METRICS) & set(values), values
+    assert list(last_good(values)) == [f'{GOOD}{{directory="{other.resolve()}",standard="false"}}']

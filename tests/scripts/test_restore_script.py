@@ -75,6 +75,9 @@ def stack(postgres_image: str, prefix: str, tmp_path_factory: pytest.TempPathFac
     run(["docker-compose", "down", "-v"], env=env, cwd=backend, check=False, timeout=120)
 
 
+LABEL_FORMAT = '{{index .Labels "com.docker.compose.project"}}'
+
+
 def restore_env(backend: Path, project: str, db: Db, backup_dir: Path, **extra: str) -> dict:
     return script_env(
         BACKUP_DIR=str(backup_dir),
@@ -102,7 +105,6 @@ def test_restore_brings_back_the_backup_and_drops_later_rows(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     db.sql("INSERT INTO user_preferences (user_id, payload) VALUES ('after', 'backup')")
-    volume_before = docker("volume", "inspect", "-f", "{{.CreatedAt}}", db.volume)
 
     started = time.monotonic()
     proc = run(
@@ -120,7 +122,11 @@ def test_restore_brings_back_the_backup_and_drops_later_rows(
     assert "✅ Restore concluído" in proc.stdout
     assert db.sql("SELECT count(*) FROM user_preferences WHERE user_id = 'after'") == "0"
     assert db.sql("SELECT count(*) FROM user_preferences") == "50"
-    assert docker("volume", "inspect", "-f", "{{.CreatedAt}}", db.volume) != volume_before
+    # The volume is compose's own, refilled (a recreated one would lack compose's labels); the
+    # copy kept meanwhile is gone once the restored database is healthy.
+    assert docker("volume", "inspect", "-f", LABEL_FORMAT, db.volume) == project
+    assert "💾 Guardando uma cópia do volume atual" in proc.stdout
+    assert docker("volume", "ls", "-q", "--filter", f"name={db.volume}_before_restore_") == ""
     owners = docker(
         "exec", db.container, "find", "/var/lib/postgresql/data", "!", "-user", "postgres"
     )
@@ -200,3 +206,52 @@ def test_missing_restore_image_is_reported_before_anything_stops(stack, tmp_path
     assert proc.returncode != 0
     assert "tost/no-such-image:0 não existe" in proc.stdout
     assert running(db.container)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("2026-13-01 00:00:00", "não é uma data válida"),
+        ("2026-02-30 12:00:00", "não é uma data válida"),
+        ("yesterday", "use 'YYYY-MM-DD HH:MM:SS' (UTC)"),
+        ("2026-01-01T00:00:00Z", "use 'YYYY-MM-DD HH:MM:SS' (UTC)"),
+        ("2999-01-01 00:00:00", "está no futuro"),
+    ],
+)
+def test_a_bad_target_time_is_refused_before_anything_stops(
+    stack, tmp_path: Path, target: str, message: str
+) -> None:
+    backend, project, db = stack
+    started_at = docker("inspect", "-f", "{{.State.StartedAt}}", db.container)
+    proc = run(
+        ["bash", RESTORE_SCRIPT, "--yes", "--target-time", target],
+        check=False,
+        env=restore_env(backend, project, db, tmp_path),
+    )
+    assert proc.returncode != 0
+    assert "❌ Restore falhou" in proc.stdout and message in proc.stdout, proc.stdout
+    assert docker("inspect", "-f", "{{.State.StartedAt}}", db.container) == started_at
+
+
+def test_an_unreachable_offsite_repository_is_reported_before_anything_stops(
+    stack, tmp_path: Path
+) -> None:
+    """No pgBackRest config reaches a repository here: --latest must say so and stop nothing."""
+    backend, project, db = stack
+    conf = tmp_path / "pgbackrest"
+    conf.mkdir()
+    (conf / "restore.conf").write_text(
+        "[global]\nrepo1-host=192.0.2.1\nrepo1-host-type=tls\nio-timeout=2\n"
+        "[techno-os]\npg1-path=/var/lib/postgresql/data\n"
+    )
+    started_at = docker("inspect", "-f", "{{.State.StartedAt}}", db.container)
+    proc = run(
+        ["bash", RESTORE_SCRIPT, "--yes", "--latest"],
+        check=False,
+        timeout=180,
+        env=restore_env(backend, project, db, tmp_path, PGBACKREST_CONF_DIR=str(conf)),
+    )
+    assert proc.returncode != 0
+    assert "repositório offsite inacessível" in proc.stdout, proc.stdout
+    assert "Parando" not in proc.stdout
+    assert docker("inspect", "-f", "{{.State.StartedAt}}", db.container) == started_at

@@ -99,9 +99,11 @@ init_cluster() {
     pwfile="$(mktemp)"
     printf '%s\n' "$DB_PASSWORD" >"$pwfile"
     if is_root; then chown "$PG_USER" "$pwfile"; fi
+    # Page checksums: pgBackRest checks every page it copies, so a backup finds a corrupted
+    # page the night it appears, not at the restore.
     if ! as_postgres initdb --pgdata="$PGDATA" --username="$user" --pwfile="$pwfile" \
         --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 \
-        >/dev/null; then
+        --data-checksums >/dev/null; then
         rm -f "$pwfile"
         die "initdb failed"
     fi
@@ -124,6 +126,30 @@ init_cluster() {
     log "cluster initialised"
 }
 
+# A base backup untarred by hand (the runbook's restore of a nightly archive) would otherwise
+# start on the timeline it was taken on and write WAL under names the offsite archive already
+# holds from the old history: pgBackRest refuses those, and archiving would stop for good. When
+# the container has pgBackRest's restore config, the backup is recovered instead to its
+# consistent point with the archive in view, then promoted: a new timeline, archived normally.
+new_timeline_after_restore() {
+    local conf=/etc/pgbackrest/restore.conf stanza
+    [[ -f "$conf" && ! -f "$PGDATA/recovery.signal" && ! -f "$PGDATA/standby.signal" ]] ||
+        return 0
+    stanza="$(sed -n 's/^\[\([^]:]*\)\]$/\1/p' "$conf" | grep -vx global | head -n 1 || true)"
+    [[ -n "$stanza" ]] || return 0
+    log "restored base backup: recovering to its consistent point, then a new timeline"
+    cat >>"$PGDATA/postgresql.auto.conf" <<EOF
+# techno-os entrypoint: a restored base backup ends on a new timeline.
+restore_command = 'pgbackrest --config=$conf --stanza=$stanza archive-get %f "%p"'
+recovery_target = 'immediate'
+recovery_target_action = 'promote'
+EOF
+    : >"$PGDATA/recovery.signal"
+    if is_root; then
+        chown "$PG_USER:$PG_USER" "$PGDATA/postgresql.auto.conf" "$PGDATA/recovery.signal"
+    fi
+}
+
 main() {
     # `docker run image -c foo=bar` passes options to postgres.
     if [[ "${1:-}" == -* ]]; then
@@ -139,6 +165,7 @@ main() {
         init_cluster
     elif [[ -f "$PGDATA/backup_label" ]]; then
         log "backup_label found: starting from a base backup, WAL replay follows"
+        new_timeline_after_restore
     fi
     unset DB_PASSWORD DB_PASSWORD_FILE
     trap - EXIT
