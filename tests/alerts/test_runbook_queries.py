@@ -30,6 +30,7 @@ t=0, so every rate() over a fully covered window is exact. Per second:
               p95 = 0.5 + 0.5 * (1425 - 1200) / (1500 - 1200) = 0.875
     circuit   openai OPEN 2m..2m45s, HALF_OPEN 3m, CLOSED from 3m15s; anthropic CLOSED
     backup    last success at Unix time -3000 (50 minutes before the test starts)
+    WAL       newest segment on the backup host at Unix time -30
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from alerts_support import (
 STATUSES = {"ok", "semantic_error", "syntax_error", "added"}
 API = 'job="techno-os-api", instance="127.0.0.1:8000"'
 NODE = 'job="node", instance="127.0.0.1:9100"'
+BACKUP = 'job="node", instance="backup:9100"'
 EVAL = "10m"
 
 
@@ -119,6 +121,11 @@ def _series() -> list[dict[str, str]]:
         {
             "series": f"techno_os_backup_last_success_timestamp_seconds{{{NODE}}}",
             "values": "-3000x80",
+        },
+        # The newest WAL segment reached the backup host 30 s before t=0.
+        {
+            "series": f'pgbackrest_archive_last_segment_timestamp_seconds{{{BACKUP}, stanza="techno-os"}}',
+            "values": "-30x80",
         },
     ]
     return series
@@ -191,6 +198,8 @@ CORRECTED: dict[str, list[dict[str, Any]]] = {
     ],
     # 10 minutes after t=0, the backup is 1 hour old.
     "backup_age_seconds": [samples((f"{{{NODE}}}", 3600))],
+    # 10 minutes after t=0, the newest archived segment is 630 s old.
+    "wal_archive_age_seconds": [samples((f'{{{BACKUP}, stanza="techno-os"}}', 630))],
 }
 
 # What each original with a semantic error returns instead: the wrong answer.
