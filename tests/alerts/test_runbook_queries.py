@@ -124,7 +124,8 @@ def _series() -> list[dict[str, str]]:
         },
         # The newest WAL segment reached the backup host 30 s before t=0.
         {
-            "series": f'pgbackrest_archive_last_segment_timestamp_seconds{{{BACKUP}, stanza="techno-os"}}',
+            "series": "pgbackrest_archive_last_segment_timestamp_seconds"
+            f'{{{BACKUP}, stanza="techno-os"}}',
             "values": "-30x80",
         },
     ]
