@@ -68,7 +68,8 @@ def test_unknown_provider_in_allowlist_stops_the_deploy(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("untouched_host")
 def test_default_provider_outside_allowlist_stops_the_deploy() -> None:
-    assert_refused(deploy("--data", "llm_provider=anthropic"), "llm_provider", "anthropic")
+    # deepseek: a known provider outside every sandbox's allowlist (fake, openai, anthropic).
+    assert_refused(deploy("--data", "llm_provider=deepseek"), "llm_provider", "deepseek")
 
 
 @pytest.mark.usefixtures("untouched_host")
