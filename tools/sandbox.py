@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import io
 import ipaddress
 import os
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,12 +254,22 @@ def wait_for_ssh(vms_: list[VM]) -> None:
         time.sleep(1)
 
 
+@contextlib.contextmanager
+def shared_setup_lock() -> Iterator[None]:
+    """One `up` at a time builds the images, the network and the key: `make test` brings the
+    local sandbox and the cluster up side by side."""
+    with open("/tmp/techno-os-sandbox-setup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def up(inventory: str) -> None:
     targets = vms(inventory)
     client = docker_client()
-    ensure_images(client)
-    ensure_network(client)
-    public_key = ensure_key()
+    with shared_setup_lock():
+        ensure_images(client)
+        ensure_network(client)
+        public_key = ensure_key()
     ensure_secrets(inventory)
     for vm in targets:
         container = find_container(client, vm.name)
