@@ -104,7 +104,8 @@ def blackbox_exporter() -> None:
             name=f"Trust Caddy's local CA root in the probes ({CA_FILE}, public, 0644)",
             commands=[
                 f"for _ in $(seq 60); do [ -s {CADDY_LOCAL_CA} ] && break; sleep 1; done",
-                f"install -m 0644 -o root -g root {CADDY_LOCAL_CA} {CA_FILE}",
+                # -D: on an edge without the db role nothing has made /etc/prometheus yet.
+                f"install -D -m 0644 -o root -g root {CADDY_LOCAL_CA} {CA_FILE}",
             ],
             _if=lambda: missing_or_old,
         )
