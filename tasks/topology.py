@@ -103,12 +103,12 @@ def check() -> None:
             )
     if not _members("api"):
         raise DeployError("the inventory has no `api` host: it needs at least one")
-    if not any(has(role) for role in ROLES):
-        raise DeployError(f"{host.name} holds no role ({', '.join(ROLES)}): remove it or add one")
     if the("backup").name == the("db").name:
         raise DeployError(
             f"{host.name}: the `backup` host is the `db` host; backups must live on another host"
         )
+    if not any(has(role) for role in ROLES):
+        raise DeployError(f"{host.name} holds no role ({', '.join(ROLES)}): remove it or add one")
     _check_reaches_the_database()
     distinct = {member.name for role in ROLES for member in _members(role)}
     if len(distinct) > 1:
