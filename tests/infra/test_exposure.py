@@ -29,6 +29,13 @@ def expected_private_ports(t: Target, sandbox) -> set[int]:
             ports.add(int(t.cfg("postgres_exporter_port")))
     if t.has("db") and others_with(sandbox, "api", t):
         ports.add(int(t.cfg("db_port")))
+    # pgBackRest: the db host's sidecar for the backup host, the backup host's endpoints
+    # (archive, restore) for the db host.
+    if t.has("db") and others_with(sandbox, "backup", t):
+        ports.add(int(t.cfg("pgbackrest_db_port")))
+    if t.has("backup") and others_with(sandbox, "db", t):
+        ports.add(int(t.cfg("pgbackrest_archive_port")))
+        ports.add(int(t.cfg("pgbackrest_restore_port")))
     return ports
 
 
