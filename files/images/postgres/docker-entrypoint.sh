@@ -138,6 +138,13 @@ new_timeline_after_restore() {
     stanza="$(sed -n 's/^\[\([^]:]*\)\]$/\1/p' "$conf" | grep -vx global | head -n 1 || true)"
     [[ -n "$stanza" ]] || return 0
     log "restored base backup: recovering to its consistent point, then a new timeline"
+    # An earlier point-in-time restore left its target and restore_command in
+    # postgresql.auto.conf, which pg_basebackup copies into every later archive: PostgreSQL
+    # refuses to start with two targets ("multiple recovery targets specified").
+    if [[ -f "$PGDATA/postgresql.auto.conf" ]]; then
+        sed -i -E '/^[[:space:]]*(recovery_target[a-z_]*|restore_command)[[:space:]]*=/d' \
+            "$PGDATA/postgresql.auto.conf"
+    fi
     cat >>"$PGDATA/postgresql.auto.conf" <<EOF
 # techno-os entrypoint: a restored base backup ends on a new timeline.
 restore_command = 'pgbackrest --config=$conf --stanza=$stanza archive-get %f "%p"'
