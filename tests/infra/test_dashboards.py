@@ -91,7 +91,8 @@ def drive_traffic(api: Target) -> None:
         "POST",
         "/v1/chat/completions",
         {
-            "model": "anthropic/claude-3-5-haiku-latest",
+            # Outside every sandbox's allowlist (fake, openai, anthropic): 403 not_allowed.
+            "model": "deepseek/deepseek-chat",
             "messages": [{"role": "user", "content": "x"}],
         },
     )
