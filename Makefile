@@ -117,7 +117,8 @@ test-cluster: up-cluster ## The cluster: fresh VMs and deploy, idempotence, its 
 
 # Everything CI runs. The local sandbox's deploy, drills and read-only suite (the longest chain,
 # mostly waiting on alerts and timeouts) run beside the cluster's and then the offline suites,
-# so the whole stays well under CI's hour on two cores; each chain runs its steps in order.
+# so the whole stays well under CI's hour on two cores (35-40 min); each chain runs its steps
+# in order.
 test: lint artifact ## Everything CI runs
 	$(MAKE) -j2 --output-sync=line test-sandbox test-cluster-then-offline
 
